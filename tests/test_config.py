@@ -1,0 +1,58 @@
+import pytest
+
+from mtl.config import ModelConfig, TaskSpec, TrainConfig
+from mtl.errors import ConfigError
+
+
+def test_model_config_round_trips_through_json(tmp_path):
+    config = ModelConfig(
+        tasks=(TaskSpec("topic", ("a", "b", "c")), TaskSpec("sentiment", ("neg", "pos"))),
+        backbone="some/model", pooling="mean", max_length=64, input_names=("input_ids", "attention_mask"),
+    )
+    config.save(tmp_path)
+    assert ModelConfig.load(tmp_path) == config
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(tasks=(TaskSpec("a", ("x", "y")), TaskSpec("a", ("x", "y")))), "duplicate task names: a"),
+        (dict(tasks=(TaskSpec("a", ("x", "y")),), pooling="max"), "unknown pooling 'max'; valid: cls, mean"),
+        (dict(tasks=()), "at least one task"),
+    ],
+)
+def test_model_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_task_spec_needs_two_distinct_labels():
+    with pytest.raises(ConfigError, match="at least 2 labels"):
+        TaskSpec("a", ("x",))
+    with pytest.raises(ConfigError, match="duplicate labels"):
+        TaskSpec("a", ("x", "x"))
+
+
+@pytest.mark.parametrize("layers, first", [(12, 9), (6, 4), (4, 3), (1, 0)])
+def test_unfreezing_opens_the_top_quarter_by_default(layers, first):
+    assert TrainConfig().first_unfrozen_layer(layers) == first
+
+
+def test_unfreezing_depth_by_count_or_index():
+    assert TrainConfig(unfreeze_top_layers=2).first_unfrozen_layer(12) == 10
+    assert TrainConfig(unfreeze_from_layer=7).first_unfrozen_layer(12) == 7
+    with pytest.raises(ConfigError, match="outside the encoder's layers 0..5"):
+        TrainConfig(unfreeze_from_layer=6).first_unfrozen_layer(6)
+    with pytest.raises(ConfigError, match="not both"):
+        TrainConfig(unfreeze_top_layers=1, unfreeze_from_layer=1)
+
+
+def test_warmup_is_clamped_on_short_runs_and_ratio_wins():
+    assert TrainConfig(warmup_steps=500).warmup_for(20_000) == 500
+    assert TrainConfig(warmup_steps=500).warmup_for(50) == 5
+    assert TrainConfig(warmup_ratio=0.06).warmup_for(1000) == 60
+
+
+def test_train_config_rejects_unknown_sampling():
+    with pytest.raises(ConfigError, match="valid: uniform, proportional, temperature"):
+        TrainConfig(sampling="random")
