@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -164,10 +165,10 @@ class MultitaskModel(nn.Module):
         return cls(config, load_backbone(config.backbone, attn_implementation))
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, task=None, task_ids=None, labels=None):
-        pooled = self.encoder(input_ids, attention_mask, token_type_ids)  # (batch, hidden)
-        names = [task] if task is not None else list(self.heads)
         if task is not None and task not in self.heads:
             raise ConfigError(f"unknown task {task!r}; valid: {', '.join(self.heads)}")
+        pooled = self.encoder(input_ids, attention_mask, token_type_ids)  # (batch, hidden)
+        names = [task] if task is not None else list(self.heads)
         logits = tuple(self.heads[name](pooled) for name in names)  # each (batch, n_labels)
         output = {"logits": logits}
         if labels is not None:
@@ -218,11 +219,22 @@ class MultitaskModel(nn.Module):
         from transformers import AutoConfig, AutoModel
 
         folder = check_checkpoint(folder)
-        config = ModelConfig.load(folder)
+        config = read_model_config(folder)
         encoder_config = AutoConfig.from_pretrained(folder / ENCODER_CONFIG_DIR)
         model = cls(config, _drop_pooler(AutoModel.from_config(encoder_config)))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+        try:
+            model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+        except (SafetensorError, RuntimeError) as err:  # truncated file, or weights of another model
+            reason = str(err).splitlines()[0]
+            raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot load the weights ({reason})") from None
         return model.eval()
+
+
+def read_model_config(folder: Path) -> ModelConfig:
+    try:
+        return ModelConfig.load(folder)
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{folder / MODEL_CONFIG_FILE}: not a valid mtl-onnx model config ({err})") from None
 
 
 def check_checkpoint(folder: Path) -> Path:

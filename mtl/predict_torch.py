@@ -10,7 +10,7 @@ import torch
 
 from mtl.config import ModelConfig
 from mtl.errors import ConfigError
-from mtl.model import MultitaskModel, check_checkpoint
+from mtl.model import MultitaskModel, check_checkpoint, load_tokenizer
 from mtl.predictions import length_sorted_batches, prediction_records
 
 
@@ -22,10 +22,8 @@ class TorchPredictor:
 
     @classmethod
     def load(cls, checkpoint: Path) -> TorchPredictor:
-        from transformers import AutoTokenizer
-
         folder = check_checkpoint(checkpoint)
-        return cls(MultitaskModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder))
+        return cls(MultitaskModel.from_pretrained(folder), load_tokenizer(str(folder)))
 
     def check_tasks(self, tasks: list[str] | None) -> list[str]:
         names = list(self.config.task_names)

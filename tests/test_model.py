@@ -96,8 +96,15 @@ def test_save_and_reload_give_bit_identical_logits(tiny_backbones, tmp_path, arc
 def test_incomplete_checkpoint_names_the_missing_files(tiny_bert, tmp_path):
     model, tokenizer = make_model(tiny_bert)
     model.save_pretrained(tmp_path / "ckpt", tokenizer)
+    weights = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
     (tmp_path / "ckpt" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="not a complete mtl-onnx checkpoint \\(missing model.safetensors\\)"):
+        MultitaskModel.from_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors: cannot load the weights"):
+        MultitaskModel.from_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: not a valid mtl-onnx model config"):
         MultitaskModel.from_pretrained(tmp_path / "ckpt")
     with pytest.raises(CheckpointError, match="no such checkpoint folder"):
         MultitaskModel.from_pretrained(tmp_path / "elsewhere")
