@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from mtl.config import DEFAULT_BACKBONE, TrainConfig
 from mtl.corpus import TaskFiles, demo_task_files
@@ -62,7 +63,8 @@ def user_errors():
         raise typer.Exit(130) from None
     except Exception as err:
         if isinstance(err, UserError):
-            console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            # escape: messages hold literal brackets ("pip install 'mtl-onnx[gpu]'") that rich would eat as markup
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         raise
 
@@ -177,44 +179,111 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: CheckpointArg,
+    checkpoint: Annotated[Path, typer.Argument(
+        help="A checkpoint folder (PyTorch) or an export folder from `mtl-onnx export` (ONNX Runtime, no torch).")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
     file: Annotated[Optional[Path], typer.Option(help="A .txt (one text a line), .jsonl or .csv file; - for stdin.")] = None,
     task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only these tasks; repeatable.")] = None,
     text_field: TextField = "text",
     batch_size: int = 64,
+    precision: Annotated[str, typer.Option(
+        help="Export folders: auto, fp32, int8 or fp16 (auto: int8 on CPU, fp16 on CUDA, where exported).")] = "auto",
+    device: Annotated[str, typer.Option(help="Export folders: cpu or cuda.")] = "cpu",
+    fallback_cpu: Annotated[bool, typer.Option(help="Run on CPU when --device cuda is not available.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="Export folders: intra-op threads (default: all available).")] = None,
+    execution: Annotated[str, typer.Option(
+        help="Export folders: fused (one graph, every head) or split (encoder, then the requested heads).")] = "fused",
 ) -> None:
-    """Classify texts: one JSON line per input with each task's label, score and probabilities."""
+    """Classify texts: one JSON line per input with each task's label, score and probabilities.
+
+    N rows in give N rows out: a row that cannot be classified (empty, not UTF-8, bad JSON) gets an "error"
+    field in its place, and the command then exits with code 1."""
     with user_errors():
-        inputs = list(texts or []) + (_read_inputs(file, text_field) if file else [])
-        if not inputs:
+        from mtl.predict_inputs import read_rows, rows_from_arguments
+
+        rows = rows_from_arguments(list(texts or [])) + (read_rows(file, text_field) if file else [])
+        if not rows:
             raise ConfigError("no input: give texts as arguments or --file (use --file - for stdin)")
-        _setup_logging()
-        from mtl.predict_torch import TorchPredictor
-
-        predictor = TorchPredictor.load(checkpoint)
+        predictor = _load_predictor(checkpoint, precision, device, fallback_cpu, threads, execution)
         tasks = predictor.check_tasks(task)
-        good = [i for i, text in enumerate(inputs) if text.strip()]
-        records = predictor.predict([inputs[i] for i in good], tasks, batch_size)
+        good = [i for i, row in enumerate(rows) if row.error is None]
+        records = predictor.predict([rows[i].text for i in good], tasks, batch_size) if good else []
         by_index = dict(zip(good, records))
-        for i, text in enumerate(inputs):
-            row = {"text": text, "predictions": by_index[i]} if i in by_index else {"text": text, "error": "empty text"}
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for i, row in enumerate(rows):
+            out = {"text": row.text, "predictions": by_index[i]} if i in by_index else {"text": row.text, "error": row.error}
+            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        if len(good) < len(rows):
+            raise DataError(f"{len(rows) - len(good)} of {len(rows)} rows could not be classified (see their \"error\")")
 
 
-def _read_inputs(file: Path, text_field: str) -> list[str]:
-    from mtl.corpus import CSV_SUFFIXES, JSONL_SUFFIXES, read_examples
+def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool, threads: Optional[int],
+                    execution: str):
+    """An export folder (it has a manifest) runs on ONNX Runtime and never imports torch or transformers;
+    anything else is loaded as a PyTorch checkpoint."""
+    from mtl.runtime.manifest import is_export_folder
+    from mtl.runtime.predictor import check_choices
 
-    if str(file) == "-":
-        return sys.stdin.read().splitlines()
-    if file.suffix.lower() in JSONL_SUFFIXES + CSV_SUFFIXES:
-        return [e.text for e in read_examples(file, text_field, label_field=None)]
-    if not file.is_file():
-        raise DataError(f"{file}: file not found")
-    try:
-        return file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{file}: not valid UTF-8; save the file as UTF-8") from None
+    check_choices(precision, device, execution)
+    if is_export_folder(model):
+        logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)],
+                            format="%(message)s")
+        from mtl.runtime import Predictor
+
+        return Predictor.load(model, precision, device, threads, execution, fallback_cpu=fallback_cpu)
+    if (precision, device, threads, execution) != ("auto", "cpu", None, "fused"):
+        raise ConfigError(f"{model}: --precision, --device, --threads and --execution apply to export folders "
+                          f"(from `mtl-onnx export`); this is not one")
+    _setup_logging()
+    from mtl.predict_torch import TorchPredictor
+
+    return TorchPredictor.load(model)
+
+
+@app.command()
+def export(
+    checkpoint: CheckpointArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the export; written only once validated.")],
+    precision: Annotated[str, typer.Option(help="Comma-separated variants: fp32 (always made), int8 (CPU), fp16 (GPU).")] = "fp32",
+    optimize: Annotated[bool, typer.Option(help="ONNX Runtime transformer fusion, kept only where measured faster.")] = False,
+    validation_data: Annotated[Optional[list[str]], typer.Option(
+        help="TASK=FILE of labelled examples: each variant's accuracy next to fp32's; repeatable.")] = None,
+    max_int8_drop: Annotated[float, typer.Option(help="Refuse int8 if any task loses more accuracy points.")] = 1.0,
+    force_int8: Annotated[bool, typer.Option(help="Keep int8 even when it loses more than --max-int8-drop.")] = False,
+    int8_target: Annotated[str, typer.Option(help="auto, avx512_vnni, avx2 or arm64.")] = "auto",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Int8 weight scales.")] = True,
+    opset: Annotated[int, typer.Option(help="ONNX opset, 14 to 20.")] = 17,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch and ONNX Runtime.")] = None,
+    text_field: TextField = "text",
+    label_field: LabelField = "label",
+    overwrite: Annotated[bool, typer.Option(help="Replace an export already in --output.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX: the encoder, one head per task and the fused model, each validated against
+    PyTorch on several shapes before anything is written."""
+    with user_errors():
+        from mtl.export.options import ExportOptions, parse_precisions, parse_validation_data
+
+        options = ExportOptions(
+            precisions=parse_precisions(precision), optimize=optimize, opset=opset,
+            validation_data=parse_validation_data(validation_data or []), text_field=text_field,
+            label_field=label_field, max_int8_drop=max_int8_drop, force_int8=force_int8, int8_target=int8_target,
+            per_channel=per_channel, threads=threads, overwrite=overwrite,
+        ).checked()
+        _setup_logging()
+        from mtl.export import export_checkpoint
+        from mtl.export.report import graphs_table, real_data_table
+
+        def step_done(message: str, seconds: float) -> None:
+            console.print(f"[green]✓[/green] {escape(message)} [dim]({seconds:.1f} s)[/dim]", highlight=False)
+
+        with console.status("exporting"):
+            result = export_checkpoint(checkpoint, output, options, on_step=step_done)
+        Console().print(graphs_table(result))
+        accuracy = real_data_table(result)
+        if accuracy is not None:
+            Console().print(accuracy)
+        for note in result.notes:
+            console.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.print(f"exported to [bold]{escape(str(result.output))}[/bold] in {result.seconds:.0f} s")
 
 
 @app.command()

@@ -40,3 +40,16 @@ class RuntimeLoadError(UserError, OSError):
 
 class DeviceUnavailableError(RuntimeLoadError):
     """The requested device (CUDA) is not available to ONNX Runtime on this machine."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+class BenchError(UserError):
+    """A benchmark cannot run as asked (a backend without its model folder, a worker that failed)."""
+
+
+class TritonConfigError(ExportError):
+    """A Triton model repository's config.pbtxt does not parse as Triton's ModelConfig, or does not match its ONNX
+    graph or label files; the message lists every problem found."""

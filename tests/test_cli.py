@@ -57,7 +57,9 @@ def test_evaluate_prints_a_table_and_writes_json(trained):
 def test_predict_gives_one_line_per_input(trained):
     texts = ["Stocks rallied after the rate cut.", "", "I love this!"]
     result = invoke("predict", trained / "model", *texts)
-    assert result.exit_code == 0, result.output
+    # every row is written, the empty one as an error record, and the exit code says a row failed
+    assert result.exit_code == 1
+    assert "1 of 3 rows could not be classified" in result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in rows] == texts
     assert rows[1] == {"text": "", "error": "empty text"}

@@ -1,0 +1,63 @@
+"""Export options and their checks; no torch, so the CLI reports a bad option before loading PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mtl.errors import ConfigError
+from mtl.runtime.manifest import PRECISIONS
+
+DEFAULT_OPSET = 17  # LayerNormalization is native from 17; ORT >= 1.14 runs it everywhere
+OPSETS = range(14, 21)  # 14: the first with every op attention needs; 20: the TorchScript exporter's newest
+INT8_TARGETS = ("auto", "avx512_vnni", "avx2", "arm64")
+
+
+def parse_validation_data(specs: list[str]) -> dict[str, Path]:
+    """`TASK=FILE` strings from the command line."""
+    files = {}
+    for spec in specs:
+        task, sep, path = spec.partition("=")
+        if not sep or not task or not path:
+            raise ConfigError(f"bad --validation-data {spec!r}: expected TASK=FILE")
+        if task in files:
+            raise ConfigError(f"--validation-data names task {task!r} twice")
+        files[task] = Path(path)
+    return files
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    """'fp32,int8' -> ('fp32', 'int8'); fp32 is always included: it is the reference the others derive from."""
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in PRECISIONS]
+    if unknown:
+        raise ConfigError(f"unknown precision {unknown[0]!r}; valid: {', '.join(PRECISIONS)}")
+    return tuple(p for p in PRECISIONS if p == "fp32" or p in names)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    precisions: tuple[str, ...] = ("fp32",)
+    optimize: bool = False
+    opset: int = DEFAULT_OPSET
+    validation_data: dict[str, Path] = field(default_factory=dict)  # task -> labelled JSONL/CSV
+    text_field: str = "text"
+    label_field: str = "label"
+    max_int8_drop: float = 1.0  # accuracy points int8 may lose on any task before it is refused
+    force_int8: bool = False
+    int8_target: str = "auto"
+    per_channel: bool = True
+    threads: int | None = None
+    overwrite: bool = False
+
+    def checked(self) -> ExportOptions:
+        precisions = parse_precisions(",".join(self.precisions))
+        if self.opset not in OPSETS:
+            raise ConfigError(f"opset {self.opset} is not supported; valid: {OPSETS.start}..{OPSETS.stop - 1}")
+        if self.max_int8_drop < 0:
+            raise ConfigError(f"max int8 drop must be >= 0 accuracy points, got {self.max_int8_drop}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.int8_target not in INT8_TARGETS:
+            raise ConfigError(f"unknown int8 target {self.int8_target!r}; valid: {', '.join(INT8_TARGETS)}")
+        return replace(self, precisions=precisions)

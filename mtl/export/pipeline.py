@@ -1,0 +1,288 @@
+"""`export_checkpoint`: checkpoint -> validated export folder. Every input is checked before any work; the graphs
+are written to a staging folder beside the output, validated, and renamed into place only when everything passed,
+so the output is either a complete export or untouched."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from mtl.config import ModelConfig
+from mtl.errors import CheckpointError, DeviceUnavailableError, ExportValidationError, UserError
+from mtl.export.accuracy import accuracy_report, int8_problems, load_validation_data
+from mtl.export.folder import (
+    check_output, check_tokenizer, library_versions, publish, staging_folder, write_tokenizer,
+)
+from mtl.export.onnx_export import export_fp32_graphs, variant_file
+from mtl.export.options import ExportOptions
+from mtl.export.validate import (
+    TOLERANCES, TokenSource, check_variant, example_inputs, sequence_lengths, torch_references, validation_cases,
+)
+from mtl.export.variants import Int8Settings, convert_fp16, int8_settings, optimize_if_faster, quantize_int8
+from mtl.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
+from mtl.model import check_checkpoint, read_model_config
+from mtl.runtime.manifest import Manifest, Variant, VariantFiles
+from mtl.runtime.session import CUDA_PROVIDER, default_threads
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[str, float], None]
+VARIANT_DEVICE = {"fp32": "any", "int8": "cpu", "fp16": "cuda"}
+
+
+@dataclass
+class GraphRow:
+    """One file of the export, for the summary table."""
+
+    graph: str
+    precision: str
+    file: str
+    size_bytes: int
+    max_abs_diff: float | None
+    shared: bool  # the same file as an earlier variant's
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    manifest: Manifest
+    rows: list[GraphRow]
+    notes: list[str]
+    seconds: float
+
+
+class _Steps:
+    def __init__(self, callback: StepCallback | None):
+        self.callback = callback
+
+    @contextlib.contextmanager
+    def __call__(self, message: str):
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+        log.debug("%s (%.1f s)", message, elapsed)  # the CLI shows steps through the callback
+        if self.callback:
+            self.callback(message, elapsed)
+
+
+def export_checkpoint(checkpoint: Path, output: Path, options: ExportOptions | None = None,
+                      on_step: StepCallback | None = None) -> ExportResult:
+    started = time.perf_counter()
+    options = (options or ExportOptions()).checked()
+    output = Path(output)
+    check_output(output, options.overwrite)
+    folder = check_checkpoint(checkpoint)
+    config = read_model_config(folder)
+    data = load_validation_data(options.validation_data, config, options.text_field, options.label_field)
+    int8 = int8_settings(options.int8_target, options.per_channel) if "int8" in options.precisions else None
+    threads = options.threads or default_threads()
+    steps = _Steps(on_step)
+    with steps("loaded the checkpoint"):
+        model, tokenizer = _load_model(folder, threads)
+    check_tokenizer(tokenizer)
+    staging = staging_folder(output)
+    try:
+        manifest, notes = _build(model, tokenizer, config, staging, options, int8, data, threads, steps)
+        publish(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(output, manifest, _rows(output, manifest), notes, time.perf_counter() - started)
+
+
+def _load_model(folder: Path, threads: int):
+    import torch
+
+    from mtl.model import MultitaskModel, load_tokenizer
+
+    torch.set_num_threads(threads)  # ORT sessions get the same count: the two share the process's cores
+    try:
+        model = MultitaskModel.from_pretrained(folder)
+        tokenizer = load_tokenizer(str(folder))
+    except UserError:
+        raise
+    except Exception as err:  # any other unreadable file in the checkpoint: the user's file, not our bug
+        detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{folder}: the checkpoint cannot be loaded ({detail})") from None
+    return model.eval(), tokenizer
+
+
+def _graph_specs(model, config: ModelConfig) -> dict:
+    hidden = model.encoder.hidden_size
+    tasks = [(t.name, len(t.labels)) for t in config.tasks]
+    names = graph_input_names(config, model.encoder.backbone.config)
+    return {
+        ENCODER_GRAPH: encoder_spec(names, hidden),
+        FUSED_GRAPH: fused_spec(names, tasks),
+        HEAD_GRAPH: {name: head_spec(name, hidden, n) for name, n in tasks},
+    }
+
+
+def graph_input_names(config: ModelConfig, backbone_config) -> list[str]:
+    """The checkpoint's input names, less token_type_ids where the encoder has no token-type embedding
+    (DeBERTa-v3: type_vocab_size 0): its forward accepts them but ignores them, so the exporter drops the input
+    from the graph, and the runtime must not be asked to feed it."""
+    names = list(config.input_names)
+    if "token_type_ids" in names and getattr(backbone_config, "type_vocab_size", 1) == 0:
+        names.remove("token_type_ids")
+    return names
+
+
+def _build(model, tokenizer, config: ModelConfig, staging: Path, options: ExportOptions,
+           int8: Int8Settings | None, data: dict, threads: int, steps: _Steps) -> tuple[Manifest, list[str]]:
+    specs = _graph_specs(model, config)
+    backbone = model.encoder.backbone.config
+    source = TokenSource(specs[ENCODER_GRAPH].input_names, backbone.vocab_size, int(tokenizer.pad_token_id),
+                         getattr(backbone, "type_vocab_size", 0) or 0)
+    with steps(f"exported encoder, {len(config.tasks)} head(s) and the fused graph"):
+        fp32 = export_fp32_graphs(model, specs, staging, example_inputs(source, config.max_length), options.opset)
+    cases = validation_cases(source, config.max_length)
+    settings: dict[str, dict] = {"fp32": {}}
+    if options.optimize:
+        with steps("optimized (kept only where faster)"):
+            # Timed on batch 8 at the medium length: a serving-sized batch that keeps the timing short.
+            lengths = sequence_lengths(config.max_length)
+            timing = next(c for c in cases if c["input_ids"].shape == (8, lengths[len(lengths) // 2]))
+            settings["fp32"]["optimization"] = _optimize(model, specs, staging, fp32, timing, threads)
+    files = {"fp32": fp32}
+    if int8 is not None:
+        with steps(f"quantized to int8 ({int8.target}, per-channel {int8.per_channel})"):
+            files["int8"] = _make_int8(staging, fp32, int8)
+        settings["int8"] = {"quantization": int8.to_dict()}
+    if "fp16" in options.precisions:
+        with steps("converted to fp16 (float32 inputs and outputs)"):
+            files["fp16"] = _make_fp16(staging, fp32)
+    validation = _validate(model, specs, staging, files, cases, threads, steps)
+    with steps("wrote tokenizer.json and config.json"):
+        pad_id = write_tokenizer(tokenizer, staging, config.max_length)
+        backbone.save_pretrained(str(staging))  # config.json: the encoder's, as Hugging Face tools expect
+    manifest = _manifest(model, config, specs, files, settings, validation, options.opset, pad_id)
+    manifest.write(staging)
+    notes = []
+    if data:
+        with steps(f"checked {', '.join(files)} on validation data"):
+            manifest = _check_real_data(manifest, staging, data, options, threads)
+    elif int8 is not None:
+        notes.append("int8 was not checked on real data: pass --validation-data TASK=FILE to compare accuracy")
+    return manifest, notes
+
+
+def _optimize(model, specs, staging: Path, fp32: VariantFiles, feeds, threads: int) -> dict:
+    backbone = model.encoder.backbone.config
+    heads = getattr(backbone, "num_attention_heads", None) or getattr(backbone, "n_heads", 0)
+    return {
+        graph: optimize_if_faster(staging / file, specs[graph], feeds, heads, model.encoder.hidden_size, threads)
+        for graph, file in ((ENCODER_GRAPH, fp32.encoder), (FUSED_GRAPH, fp32.model))
+    }
+
+
+def _make_int8(staging: Path, fp32: VariantFiles, settings: Int8Settings) -> VariantFiles:
+    """Encoder and fused graph quantised, heads kept in float (see `quantize_int8`): the int8 variant shares
+    the fp32 head files, and split execution computes exactly what the fused graph does."""
+    for file in (fp32.encoder, fp32.model):
+        quantize_int8(staging / file, staging / variant_file(file, "int8"), settings)
+    return VariantFiles(variant_file(fp32.encoder, "int8"), variant_file(fp32.model, "int8"), dict(fp32.heads))
+
+
+def _make_fp16(staging: Path, fp32: VariantFiles) -> VariantFiles:
+    return _derive(staging, fp32, "fp16", convert_fp16)
+
+
+def _derive(staging: Path, fp32: VariantFiles, precision: str, convert) -> VariantFiles:
+    for file in fp32.all():
+        convert(staging / file, staging / variant_file(file, precision))
+    return VariantFiles(variant_file(fp32.encoder, precision), variant_file(fp32.model, precision),
+                        {t: variant_file(f, precision) for t, f in fp32.heads.items()})
+
+
+def _validate(model, specs, staging: Path, files: dict[str, VariantFiles], cases, threads: int,
+              steps: _Steps) -> dict[str, dict]:
+    references = torch_references(model, cases, specs[ENCODER_GRAPH].input_names)
+    validation, mismatches = {}, []
+    for precision, variant in files.items():
+        device = _validation_device(precision)
+        with steps(f"validated {precision} against PyTorch on {len(cases)} shapes ({device})"):
+            try:
+                figures, problems = check_variant(staging, variant, specs, cases, references,
+                                                  TOLERANCES[precision], threads, device)
+            except DeviceUnavailableError:
+                figures, problems = check_variant(staging, variant, specs, cases, references,
+                                                  TOLERANCES[precision], threads, "cpu")
+        validation[precision] = figures
+        mismatches += problems
+    if mismatches:
+        shown = mismatches[:40] + ([f"... and {len(mismatches) - 40} more"] if len(mismatches) > 40 else [])
+        raise ExportValidationError(
+            f"{len(mismatches)} output(s) of the exported graphs do not match PyTorch; nothing was written:\n  "
+            + "\n  ".join(shown)
+        )
+    return validation
+
+
+def _validation_device(precision: str) -> str:
+    """fp16 is validated where it will run when this machine has CUDA; ORT's CPU provider runs it too (casting
+    around the fp16 kernels it lacks), so it is validated everywhere."""
+    if precision != "fp16":
+        return "cpu"
+    import onnxruntime
+
+    return "cuda" if CUDA_PROVIDER in onnxruntime.get_available_providers() else "cpu"
+
+
+def _manifest(model, config: ModelConfig, specs, files, settings, validation, opset: int, pad_id: int) -> Manifest:
+    return Manifest(
+        tasks=config.tasks, max_length=config.max_length, pooling=config.pooling,
+        hidden_size=model.encoder.hidden_size, opset=opset, input_names=tuple(specs[ENCODER_GRAPH].input_names),
+        pad_token_id=pad_id, encoder=specs[ENCODER_GRAPH], fused=specs[FUSED_GRAPH], heads=specs[HEAD_GRAPH],
+        variants={p: Variant(p, f, VARIANT_DEVICE[p], settings.get(p, {}), validation[p]) for p, f in files.items()},
+        backbone=config.backbone, model_type=model.encoder.backbone.config.model_type, versions=library_versions(),
+    )
+
+
+def _check_real_data(manifest: Manifest, staging: Path, data: dict, options: ExportOptions, threads: int) -> Manifest:
+    report = accuracy_report(staging, list(manifest.variants), data, threads)
+    problems = int8_problems(report, options.max_int8_drop) if "int8" in manifest.variants else []
+    if problems and not options.force_int8:
+        raise ExportValidationError(
+            "int8 loses too much accuracy on the validation data; nothing was written (export without int8, "
+            "raise --max-int8-drop, or pass --force-int8):\n  " + "\n  ".join(problems)
+        )
+    variants = {}
+    for precision, variant in manifest.variants.items():
+        real = {task: _real_data_figures(figures, precision) for task, figures in report.items()}
+        validation = {**variant.validation, "real_data": real}
+        if precision == "int8":
+            validation["accepted"] = "forced" if problems else "within limit"
+            validation["max_drop_points"] = options.max_int8_drop
+        variants[precision] = replace(variant, validation=validation)
+    manifest = replace(manifest, variants=variants)
+    manifest.write(staging)
+    return manifest
+
+
+def _real_data_figures(figures: dict, precision: str) -> dict:
+    out = {"examples": figures["examples"], "accuracy": figures["accuracy"][precision]}
+    if precision != "fp32":
+        out["fp32_accuracy"] = figures["accuracy"]["fp32"]
+        out["drop_points"] = figures["drop_points"][precision]
+        out["agreement_with_fp32"] = figures["agreement_with_fp32"][precision]
+    return out
+
+
+def _rows(output: Path, manifest: Manifest) -> list[GraphRow]:
+    rows, seen = [], set()
+    for precision, variant in manifest.variants.items():
+        diffs = variant.validation.get("max_abs_diff", {})
+        graphs = [(ENCODER_GRAPH, variant.files.encoder, diffs.get(ENCODER_GRAPH))]
+        graphs += [(f"{HEAD_GRAPH}/{t}", f, diffs.get(f"{HEAD_GRAPH}/{t}")) for t, f in variant.files.heads.items()]
+        fused = [v for k, v in diffs.items() if k.startswith(f"{FUSED_GRAPH}:")]
+        graphs.append((FUSED_GRAPH, variant.files.model, max(fused) if fused else None))
+        for graph, file, diff in graphs:
+            rows.append(GraphRow(graph, precision, file, (output / file).stat().st_size, diff, file in seen))
+            seen.add(file)
+    return rows

@@ -1,0 +1,167 @@
+"""Predictor over an export folder: tokenizers + onnxruntime + numpy, no torch, no transformers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from mtl.config import ModelConfig
+from mtl.errors import ConfigError
+from mtl.io_spec import EMBEDDING, ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec, logits_name
+from mtl.predictions import length_sorted_batches, prediction_records
+from mtl.runtime.manifest import PRECISIONS, Manifest, load_manifest
+from mtl.runtime.session import DEVICES, GraphSession, default_threads, resolve_device
+from mtl.runtime.tokenizer import TextEncoder
+
+log = logging.getLogger(__name__)
+
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+EXECUTIONS = ("fused", "split")
+DEFAULT_BATCH_SIZE = 32
+# What "auto" picks, best first, per device: int8 is the CPU variant, fp16 the GPU one.
+AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
+
+
+def check_choices(precision: str = "auto", device: str = "cpu", execution: str = "fused") -> None:
+    """Reject an unknown choice before anything is loaded, naming the valid ones."""
+    for what, value, valid in (("precision", precision, PRECISION_CHOICES), ("device", device, DEVICES),
+                               ("execution", execution, EXECUTIONS)):
+        if value not in valid:
+            raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+def choose_precision(manifest: Manifest, folder: Path, precision: str, device: str) -> str:
+    """The variant to run: `precision` itself if exported, or for "auto" the best one present for `device`."""
+    check_choices(precision, device)
+    present = list(manifest.variants)
+    if precision == "auto":
+        return next(p for p in AUTO_PRECISION[device] + tuple(present) if p in present)
+    if precision not in present:
+        raise ConfigError(f"precision {precision!r} was not exported to {folder} (present: {', '.join(present)}); "
+                          f"export it with `mtl-onnx export --precision ...`")
+    built_for = manifest.variants[precision].device
+    if built_for not in ("any", device):
+        log.info("the %s variant is built for %s, not %s: expect it to be slow", precision, built_for, device)
+    return precision
+
+
+class Predictor:
+    """Each task's label, score and probabilities for a list of texts, or their sentence embeddings.
+
+    `execution="fused"` runs model.onnx (every head on one encoder pass); `"split"` runs encoder.onnx once and
+    then only the requested heads. Safe to share between threads: sessions are opened once (under a lock) and
+    `run` is concurrent; nothing mutable is touched per call.
+    """
+
+    def __init__(self, folder: Path, manifest: Manifest, precision: str, device: str, threads: int,
+                 execution: str, batch_size: int):
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.precision = precision
+        self.device = device
+        self.threads = threads
+        self.execution = execution
+        self.batch_size = batch_size
+        self.files = manifest.variants[precision].files
+        self.text_encoder = TextEncoder.load(self.folder / manifest.tokenizer, manifest.max_length,
+                                             manifest.pad_token_id)
+        self._sessions: dict[str, GraphSession] = {}
+        self._lock = threading.Lock()
+        # Open what this execution mode needs now, so that a bad file fails at load, not at the first call.
+        for key in [FUSED_GRAPH] if execution == "fused" else [ENCODER_GRAPH, *map(_head_key, manifest.task_names)]:
+            self._session(key)
+
+    @classmethod
+    def load(cls, folder: Path, precision: str = "auto", device: str = "cpu", threads: int | None = None,
+             execution: str = "fused", batch_size: int = DEFAULT_BATCH_SIZE, fallback_cpu: bool = False) -> Predictor:
+        check_choices(precision, device, execution)
+        _check_batch_size(batch_size)
+        device = resolve_device(device, fallback_cpu)
+        manifest = load_manifest(folder)
+        chosen = choose_precision(manifest, Path(folder), precision, device)
+        return cls(Path(folder), manifest, chosen, device, threads or default_threads(), execution, batch_size)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.manifest.task_names
+
+    @property
+    def config(self) -> ModelConfig:
+        """Tasks and labels in the form the PyTorch predictor has them (shared evaluation code reads this)."""
+        return self.manifest.model_config()
+
+    def check_tasks(self, tasks: list[str] | None) -> list[str]:
+        unknown = [t for t in tasks or [] if t not in self.tasks]
+        if unknown:
+            raise ConfigError(f"unknown task {unknown[0]!r}; valid: {', '.join(self.tasks)}")
+        return list(dict.fromkeys(tasks)) if tasks else list(self.tasks)
+
+    def predict(self, texts: list[str], tasks: list[str] | None = None, batch_size: int | None = None) -> list[dict]:
+        """Per text, in input order: {task: {"label", "score", "probabilities": {label: p}}}."""
+        logits = self.logits(texts, tasks, batch_size)
+        return prediction_records(logits, {t: self.manifest.labels(t) for t in logits})
+
+    def logits(self, texts: list[str], tasks: list[str] | None = None,
+               batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """Each requested task's logits, (len(texts), n_labels), float32, in input order."""
+        tasks = self.check_tasks(tasks)
+        out = {t: np.zeros((len(texts), len(self.manifest.labels(t))), dtype=np.float32) for t in tasks}
+        for rows, feeds in self._batches(texts, batch_size):
+            for task, values in self._batch_logits(feeds, tasks).items():
+                out[task][rows] = values
+        return out
+
+    def embed(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """The pooled sentence embeddings, (len(texts), hidden), float32, in input order."""
+        out = np.zeros((len(texts), self.manifest.hidden_size), dtype=np.float32)
+        encoder = self._session(ENCODER_GRAPH)
+        for rows, feeds in self._batches(texts, batch_size):
+            out[rows] = encoder.run(feeds, [EMBEDDING])[0]
+        return out
+
+    def _batch_logits(self, feeds: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
+        if self.execution == "fused":
+            values = self._session(FUSED_GRAPH).run(feeds, [logits_name(t) for t in tasks])
+            return dict(zip(tasks, values))
+        embedding = self._session(ENCODER_GRAPH).run(feeds, [EMBEDDING])[0]  # (batch, hidden)
+        return {t: self._session(_head_key(t)).run({EMBEDDING: embedding}, [logits_name(t)])[0] for t in tasks}
+
+    def _batches(self, texts: list[str], batch_size: int | None):
+        """(row indices, padded inputs) per batch: rows of similar length together, so padding stays small."""
+        batch_size = batch_size or self.batch_size
+        _check_batch_size(batch_size)
+        encodings = self.text_encoder.encode(list(texts))
+        names = list(self.manifest.input_names)
+        for rows in length_sorted_batches([len(e.ids) for e in encodings], batch_size):
+            yield np.asarray(rows), self.text_encoder.arrays([encodings[i] for i in rows], names)
+
+    def _session(self, key: str) -> GraphSession:
+        """The session of the encoder, the fused model, or a task's head (`_head_key`); opened on first use."""
+        session = self._sessions.get(key)
+        if session is not None:
+            return session
+        with self._lock:
+            if key not in self._sessions:
+                path, spec = self._graph(key)
+                self._sessions[key] = GraphSession(self.folder / path, spec, self.device, self.threads)
+            return self._sessions[key]
+
+    def _graph(self, key: str) -> tuple[str, GraphSpec]:
+        if key == ENCODER_GRAPH:
+            return self.files.encoder, self.manifest.encoder
+        if key == FUSED_GRAPH:
+            return self.files.model, self.manifest.fused
+        task = key.split("/", 1)[1]
+        return self.files.heads[task], self.manifest.heads[task]
+
+
+def _head_key(task: str) -> str:
+    return f"{HEAD_GRAPH}/{task}"  # task names cannot hold "/", so a task called "model" cannot collide
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")

@@ -1,0 +1,107 @@
+"""ONNX Runtime sessions: providers, explicit thread counts, load errors as one line, and IO binding on CUDA."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from mtl.errors import ConfigError, DeviceUnavailableError, RuntimeLoadError
+from mtl.io_spec import GraphSpec
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def default_threads() -> int:
+    """The cores this process may use (not the machine's count: containers and taskset limit it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_device(device: str, fallback_cpu: bool = False) -> str:
+    """'cpu' or 'cuda'; CUDA without the CUDA execution provider is an error unless falling back is allowed."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    if device == "cuda" and CUDA_PROVIDER not in ort.get_available_providers():
+        message = (f"CUDA requested, but ONNX Runtime has no CUDA execution provider here (available: "
+                   f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu (the gpu extra of mtl-onnx) "
+                   f"or pass --fallback-cpu")
+        if not fallback_cpu:
+            raise DeviceUnavailableError(message)
+        log.warning("CUDA is not available to ONNX Runtime; running on CPU")
+        return "cpu"
+    return device
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    if threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
+    options = ort.SessionOptions()
+    # Set explicitly: ORT's default spins one thread per core, which oversubscribes the CPU as soon as anything
+    # else (PyTorch, a second session, the tokenizer) runs in the same process.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only; ORT's warnings would interleave with JSONL on the terminal
+    return options
+
+
+class GraphSession:
+    """One ONNX graph in one ORT session. `run` is safe to call from several threads at once: ORT sessions are,
+    and each call builds its own feeds (and IO binding on CUDA)."""
+
+    def __init__(self, path: Path, spec: GraphSpec, device: str = "cpu", threads: int | None = None):
+        self.path = Path(path)
+        self.device = device
+        providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
+        options = session_options(threads or default_threads())
+        if not self.path.is_file():
+            raise RuntimeLoadError(f"{self.path}: graph file is missing")
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as err:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...) for bad files
+            detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise RuntimeLoadError(f"{self.path}: ONNX Runtime cannot load this graph ({detail})") from None
+        if device == "cuda" and self.session.get_providers()[0] != CUDA_PROVIDER:
+            # ORT falls back to CPU silently when the CUDA libraries cannot be loaded.
+            raise DeviceUnavailableError(
+                f"CUDA requested, but ONNX Runtime could not start its CUDA provider for {self.path.name} "
+                f"(check the CUDA and cuDNN libraries); pass --fallback-cpu to run on CPU")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self._check_io(spec)
+
+    def _check_io(self, spec: GraphSpec) -> None:
+        declared_outputs = {o.name for o in self.session.get_outputs()}
+        if set(self.input_names) != set(spec.input_names) or not set(spec.output_names) <= declared_outputs:
+            raise RuntimeLoadError(
+                f"{self.path}: graph inputs {self.input_names} / outputs {sorted(declared_outputs)} do not match "
+                f"the manifest ({spec.input_names} / {spec.output_names})"
+            )
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        # Feed what the session declares, not a fixed list: RoBERTa-family graphs take no token_type_ids.
+        feeds = {name: feeds[name] for name in self.input_names}
+        if self.device == "cuda":
+            return self._run_bound(feeds, outputs)
+        return self.session.run(outputs, feeds)
+
+    def _run_bound(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        """CUDA: inputs copied to the device once, outputs left there until one copy back, with no per-op
+        host round trips. A fresh binding per call keeps concurrent callers apart."""
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0))
+        for name in outputs:
+            binding.bind_output(name, "cuda", 0)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
