@@ -1,0 +1,196 @@
+"""Which backends a bench runs: engine (PyTorch eager or ONNX Runtime) x precision x device, the execution modes
+each supports, and the checks that fail before any work (unknown names, a missing model folder or dependency).
+
+Parent side only: nothing heavy is imported here. What runs a backend lives in `runners` (inside the worker).
+
+ONNX Runtime "fp32" and "fp32-opt" run the same fp32 files of the export: "fp32" with ORT's basic graph
+optimisations only (the graph as exported: constant folding, no operator fusion), "fp32-opt" with all of them
+(Attention, SkipLayerNorm, BiasGelu, ... fusions), which is what `mtl.runtime.Predictor` always runs. An export
+made with `--optimize` has those fusions baked into the file already; the manifest says so and the report shows it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mtl.errors import BenchError, ConfigError, MissingDependencyError
+
+ENGINES = ("torch", "ort")
+DEVICES = ("cpu", "cuda")
+MODES = ("seed", "fused", "split")
+ALL_PRECISIONS = ("fp32", "fp32-opt", "int8", "fp16", "bf16")
+PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "ort": ("fp32", "fp32-opt", "int8", "fp16")}
+# Eager PyTorch has no separate "split": its all-heads forward already runs the encoder once, then each head.
+ENGINE_MODES = {"torch": ("seed", "fused"), "ort": MODES}
+RUNS_ON = {
+    ("torch", "fp32"): DEVICES, ("torch", "fp16"): ("cuda",), ("torch", "bf16"): ("cuda",),
+    ("ort", "fp32"): DEVICES, ("ort", "fp32-opt"): DEVICES, ("ort", "int8"): ("cpu",), ("ort", "fp16"): ("cuda",),
+}
+DEFAULT_PRECISIONS = {
+    ("torch", "cpu"): ("fp32",), ("torch", "cuda"): ("fp32", "fp16"),
+    ("ort", "cpu"): ("fp32", "fp32-opt", "int8"), ("ort", "cuda"): ("fp32", "fp32-opt", "fp16"),
+}
+INSTALL = {"torch": "pip install 'mtl-onnx[train]'", "ort": "pip install onnxruntime",
+           "ort-cuda": "pip install 'mtl-onnx[gpu]'", "plot": "pip install 'mtl-onnx[bench]'"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    engine: str
+    precision: str
+    device: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine}-{self.precision}"
+
+    @property
+    def variant(self) -> str | None:
+        """The export's precision variant an ORT backend reads."""
+        if self.engine != "ort":
+            return None
+        return "fp32" if self.precision == "fp32-opt" else self.precision
+
+    @property
+    def graph_optimization(self) -> str | None:
+        if self.engine != "ort":
+            return None
+        return "basic" if self.precision == "fp32" else "all"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "backend": self.name, "graph_optimization": self.graph_optimization}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Backend:
+        return cls(data["engine"], data["precision"], data["device"])
+
+
+BACKEND_NAMES = tuple(f"{e}-{p}" for e in ENGINES for p in PRECISIONS[e])
+
+
+def split_list(text: str | None, what: str, valid: tuple[str, ...]) -> tuple[str, ...] | None:
+    """'a,b' -> ('a', 'b'), each checked against `valid`; None stays None (the default applies)."""
+    if text is None:
+        return None
+    items = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    if not items:
+        raise ConfigError(f"--{what} is empty; valid: {', '.join(valid)}")
+    for item in items:
+        if item not in valid:
+            raise ConfigError(f"unknown {what} {item!r}; valid: {', '.join(valid)}")
+    return items
+
+
+def parse_backends(text: str | None) -> tuple[str, ...] | None:
+    return split_list(text, "backend", ENGINES + BACKEND_NAMES)
+
+
+def parse_precisions(text: str | None) -> tuple[str, ...] | None:
+    return split_list(text, "precision", ALL_PRECISIONS)
+
+
+def parse_modes(text: str | None) -> tuple[str, ...]:
+    return split_list(text, "mode", MODES) or MODES
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    return device
+
+
+def resolve_backends(items: tuple[str, ...] | None, precisions: tuple[str, ...] | None, device: str,
+                     have: dict[str, bool], variants: tuple[str, ...]) -> tuple[list[Backend], list[str]]:
+    """The backends to run, and notes on defaults that were left out. `items` are engines or exact backend
+    names (None: every engine whose model folder was given); `have` says which engines have their folder;
+    `variants` are the precisions the export holds. What the user named explicitly must run, or it is an error."""
+    explicit = items is not None
+    items = items if explicit else tuple(e for e in ENGINES if have[e])
+    if not items:
+        raise BenchError("nothing to benchmark: give a checkpoint (--checkpoint) and/or an export folder (--onnx)")
+    chosen: list[Backend] = []
+    notes: list[str] = []
+    for item in items:
+        engine, _, fixed = item.partition("-")
+        if not have[engine]:
+            folder = "a checkpoint folder (--checkpoint)" if engine == "torch" else "an export folder (--onnx)"
+            raise BenchError(f"backend {item} needs {folder}")
+        named = (fixed,) if fixed else precisions
+        for precision in named or DEFAULT_PRECISIONS[(engine, device)]:
+            backend = _checked(Backend(engine, precision, device), named is not None, variants, notes)
+            if backend and backend not in chosen:
+                chosen.append(backend)
+    _check_precisions_used(precisions, items)
+    if not chosen:
+        raise BenchError(f"no backend left to run on {device}" + (f" ({'; '.join(notes)})" if notes else ""))
+    return chosen, notes
+
+
+def _checked(backend: Backend, named: bool, variants: tuple[str, ...], notes: list[str]) -> Backend | None:
+    """The backend if it can run; None (with a note) for a default that cannot; an error for a named one."""
+    engine, precision, device = backend.engine, backend.precision, backend.device
+    if precision not in PRECISIONS[engine]:
+        return None  # another engine's precision, in a cross product of --backend and --precision
+    if device not in RUNS_ON[(engine, precision)]:
+        if named:
+            where = " or ".join(RUNS_ON[(engine, precision)])
+            raise ConfigError(f"backend {backend.name} runs on {where} only, not {device}; pass --device {where}")
+        return None
+    if engine == "ort" and backend.variant not in variants:
+        message = (f"precision {backend.variant} was not exported (present: {', '.join(variants)}); export it with "
+                   f"`mtl-onnx export --precision fp32,{backend.variant}`")
+        if named:
+            raise ConfigError(f"backend {backend.name}: {message}")
+        notes.append(f"{backend.name} skipped: {message}")
+        return None
+    return backend
+
+
+def _check_precisions_used(precisions: tuple[str, ...] | None, items: tuple[str, ...]) -> None:
+    engines = {item.partition("-")[0] for item in items}
+    for precision in precisions or ():
+        if not any(precision in PRECISIONS[e] for e in engines):
+            valid = sorted({p for e in engines for p in PRECISIONS[e]}, key=ALL_PRECISIONS.index)
+            raise ConfigError(f"precision {precision!r} is not available for {', '.join(sorted(engines))}; "
+                              f"valid: {', '.join(valid)}")
+
+
+def modes_for(backend: Backend, modes: tuple[str, ...], named: bool) -> tuple[str, ...]:
+    """The requested modes this backend's engine has; asking only for ones it lacks is an error."""
+    usable = tuple(m for m in modes if m in ENGINE_MODES[backend.engine])
+    if not usable and named:
+        raise ConfigError(f"backend {backend.name} has no {'/'.join(modes)} mode; valid: "
+                          f"{', '.join(ENGINE_MODES[backend.engine])}")
+    return usable
+
+
+def module_available(name: str) -> bool:
+    """Whether a module is installed, without importing it (importing torch takes seconds)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_dependencies(backends: list[Backend], providers: list[str]) -> None:
+    """One line naming the extra to install, for the first backend whose libraries are missing."""
+    for backend in backends:
+        if backend.engine == "torch" and not (module_available("torch") and module_available("transformers")):
+            raise MissingDependencyError(f"backend {backend.name} needs PyTorch and transformers, which are not "
+                                         f"installed: {INSTALL['torch']}")
+        if backend.engine == "ort" and not module_available("onnxruntime"):
+            raise MissingDependencyError(f"backend {backend.name} needs onnxruntime: {INSTALL['ort']}")
+        if backend.engine == "ort" and backend.device == "cuda" and "CUDAExecutionProvider" not in providers:
+            raise MissingDependencyError(
+                f"backend {backend.name} on cuda needs ONNX Runtime's CUDA execution provider (available: "
+                f"{', '.join(providers) or 'none'}): {INSTALL['ort-cuda']}")
+
+
+def offline_fused(manifest) -> bool:
+    """Whether the export baked ORT's transformer fusions into its fp32 files (`mtl-onnx export --optimize` keeps
+    them only where they measured faster); int8 and fp16 are derived from those files, so they inherit them."""
+    fp32 = manifest.variants.get("fp32")
+    optimization = fp32.settings.get("optimization", {}) if fp32 else {}
+    return any(isinstance(graph, dict) and graph.get("kept") for graph in optimization.values())

@@ -1,0 +1,130 @@
+"""Where a benchmark ran: CPU model and the instruction sets that matter for int8/bf16, cores, GPU and driver,
+library versions and ONNX Runtime's execution providers. Imports no torch: versions come from package metadata."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# The flags that decide which kernels ONNX Runtime and PyTorch pick (VNNI: fast int8 dot products).
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp", "sve")
+PACKAGES = ("mtl-onnx", "numpy", "onnxruntime", "onnxruntime-gpu", "tokenizers", "onnx", "torch", "transformers",
+            "matplotlib")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (taskset and container limits shrink this below the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    model, flags, physical = platform.processor() or platform.machine(), set(), None
+    try:
+        text = cpuinfo.read_text(errors="ignore")
+    except OSError:
+        text = ""
+    cores, sockets = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name" and value:
+            model = value
+        elif key in ("flags", "Features"):  # x86, ARM
+            flags.update(value.split())
+        elif key == "physical id":
+            sockets.add(value)
+        elif key == "cpu cores" and value.isdigit():
+            cores = int(value)  # per socket
+    if cores:
+        physical = cores * max(1, len(sockets))
+    physical = _psutil_physical_cores() or physical
+    return {
+        "model": model,
+        "architecture": platform.machine(),
+        "flags": [f for f in CPU_FLAGS if f in flags],
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "usable_cores": usable_cores(),
+    }
+
+
+def _psutil_physical_cores() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.cpu_count(logical=False)
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """One entry per NVIDIA GPU, from nvidia-smi; empty where there is none (or no driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = "--query-gpu=name,driver_version,memory.total,compute_cap"
+    try:
+        out = subprocess.run(["nvidia-smi", query, "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2],
+                         "compute_capability": parts[3] if len(parts) > 3 else ""})
+    return gpus
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def ort_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
+def busy_note(load: list[float] | None, cores: int) -> str | None:
+    """A warning when other work was already running: timings taken on a busy machine mean little (with two
+    threads on two busy cores, OpenMP barriers in PyTorch can take 100x longer)."""
+    if load and load[0] >= max(0.5, 0.25 * cores):
+        return (f"the machine was busy when the bench started (load average {load[0]:.2f} on {cores} usable "
+                f"cores): latencies are not representative; rerun on a quiet machine")
+    return None
+
+
+def collect_environment(threads: int) -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "load_average_at_start": load_average(),
+        "cpu": cpu_info(),
+        "threads": threads,
+        "gpus": gpu_info(),
+        "versions": library_versions(),
+        "execution_providers": ort_providers(),
+    }

@@ -1,0 +1,242 @@
+"""A bench's options, and the plan made of them: every input checked (names, limits, folders, files, dependencies)
+before the first measurement, so that a mistake costs one line and no waiting. No torch here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl.bench.backends import (
+    INSTALL, Backend, check_dependencies, offline_fused, check_device, module_available, modes_for, parse_backends,
+    parse_modes, parse_precisions, resolve_backends, split_list,
+)
+from mtl.bench.environment import ort_providers, usable_cores
+from mtl.bench.stats import EncoderDims
+from mtl.bench.workloads import (
+    DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS, Shape, check_batch_size, demo_validation_files, load_corpus,
+    load_validation, sweep_shapes,
+)
+from mtl.config import MODEL_CONFIG_FILE, ModelConfig, read_json
+from mtl.errors import BenchError, CheckpointError, ConfigError, MissingDependencyError
+
+WORKLOADS = ("synthetic", "text")
+CHECKPOINT_FILES = (MODEL_CONFIG_FILE, "encoder/config.json", "model.safetensors")  # as mtl.model writes them
+COLD_START_TEXT = "Stocks rallied after the central bank cut interest rates."
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to measure. Lists of names are comma-separated strings, as typed on the command line."""
+
+    checkpoint: Path | None = None
+    onnx: Path | None = None
+    backends: str | None = None  # "torch", "ort", or exact names like "ort-int8"; None: all that can run
+    precisions: str | None = None  # fp32, fp32-opt, int8, fp16, bf16; None: the device's defaults
+    modes: str = "seed,fused,split"
+    device: str = "cpu"
+    threads: int | None = None  # None: every core this process may use
+    workloads: str = "synthetic,text"
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    sequence_lengths: tuple[int, ...] = DEFAULT_SEQUENCE_LENGTHS
+    # Sized so that the default sweep over MiniLM (four backends, three modes) takes about 7 minutes on 2 cores.
+    warmup: int = 2
+    runs: int = 10
+    max_cell_seconds: float = 4.0
+    corpus: Path | None = None  # None: the bundled demo texts
+    text_field: str = "text"
+    corpus_limit: int | None = 256
+    text_batch_size: int = 32
+    text_runs: int = 3
+    validation_data: dict[str, Path] | str = field(default_factory=dict)  # {task: file}, or "demo"
+    validation_limit: int | None = 500
+    label_field: str = "label"
+    cold_start: bool = True
+    cold_runs: int = 1
+    plot: Path | None = None  # only checked here (matplotlib installed?); drawing is report.write_plot's job
+    isolate: bool = True  # False: run every backend in this process (tests, debugging); figures not clean
+
+
+@dataclass
+class BenchPlan:
+    options: BenchOptions
+    backends: list[Backend]
+    modes: dict[str, tuple[str, ...]]
+    shapes: list[Shape]
+    text: dict[str, Any] | None
+    validation: dict[str, dict]
+    config: ModelConfig
+    dims: EncoderDims
+    threads: int
+    notes: list[str]
+
+    def total_units(self) -> int:
+        """Progress units: one per measurement cell, accuracy task and cold start."""
+        per_mode = len(self.shapes) + (1 if self.text else 0)
+        cells = sum(len(self.modes[b.name]) * per_mode + len(self.validation) for b in self.backends)
+        cold = len(self.backends) * self.options.cold_runs if self.cold_start_enabled else 0
+        return cells + cold
+
+    @property
+    def cold_start_enabled(self) -> bool:
+        return self.options.cold_start and self.options.isolate
+
+
+def classify_model_folder(path: Path) -> str:
+    """'onnx' for an export folder, 'checkpoint' for a training checkpoint; a one-line error otherwise."""
+    from mtl.runtime.manifest import is_export_folder
+
+    path = Path(path)
+    if not path.is_dir():
+        raise BenchError(f"{path}: no such folder")
+    if is_export_folder(path):
+        return "onnx"
+    if (path / MODEL_CONFIG_FILE).is_file() and (path / "model.safetensors").is_file():
+        return "checkpoint"
+    raise BenchError(f"{path}: neither an mtl-onnx checkpoint nor an export folder")
+
+
+def assign_model_folder(model: Path | None, checkpoint: Path | None, onnx: Path | None) -> tuple:
+    """(checkpoint, onnx) once the positional MODEL is told apart; giving the same kind twice is an error."""
+    if model is None:
+        return checkpoint, onnx
+    kind = classify_model_folder(model)
+    given = checkpoint if kind == "checkpoint" else onnx
+    if given is not None and Path(given).resolve() != Path(model).resolve():
+        flag = "--checkpoint" if kind == "checkpoint" else "--onnx"
+        what = "a checkpoint" if kind == "checkpoint" else "an export folder"
+        raise BenchError(f"{model} is {what} and {flag} names another one; give one of them")
+    return (Path(model), onnx) if kind == "checkpoint" else (checkpoint, Path(model))
+
+
+def parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"bad {flag} {text!r}: expected whole numbers separated by commas") from None
+    if not values:
+        raise ConfigError(f"{flag} is empty")
+    return values
+
+
+def plan_bench(options: BenchOptions) -> BenchPlan:
+    _check_numbers(options)
+    workloads = split_list(options.workloads, "workload", WORKLOADS) or WORKLOADS
+    device = check_device(options.device)
+    items, modes = parse_backends(options.backends), parse_modes(options.modes)
+    precisions = parse_precisions(options.precisions)
+    config, dims, variants, notes = _model(options)
+    have = {"torch": options.checkpoint is not None, "ort": options.onnx is not None}
+    if items is None and have["torch"] and not (module_available("torch") and module_available("transformers")):
+        have["torch"] = False  # a default, not a request: run what can run, and say what was left out
+        notes.append(f"PyTorch backends skipped: torch is not installed ({INSTALL['torch']})")
+    backends, skipped = resolve_backends(items, precisions, device, have, variants)
+    notes += skipped
+    check_dependencies(backends, ort_providers() if any(b.engine == "ort" for b in backends) else [])
+    named_engines = {i.partition("-")[0] for i in items or ()}
+    backend_modes = {b.name: modes_for(b, modes, b.engine in named_engines) for b in backends}
+    backends = [b for b in backends if backend_modes[b.name]]
+    if not backends:
+        raise ConfigError(f"no backend has the mode(s) {', '.join(modes)}")
+    shapes = []
+    if "synthetic" in workloads:
+        shapes = sweep_shapes(options.batch_sizes, options.sequence_lengths, dims.max_positions)
+    text = _text_workload(options) if "text" in workloads else None
+    validation = _validation(options, config)
+    if options.plot is not None and not module_available("matplotlib"):
+        raise MissingDependencyError(f"--plot needs matplotlib, which is not installed: {INSTALL['plot']}")
+    longer = [s.sequence for s in shapes if s.sequence > config.max_length]
+    if longer:
+        notes.append(f"sequence lengths {', '.join(map(str, sorted(set(longer))))} are past the model's max_length "
+                     f"({config.max_length}): the graphs run them, but real texts are cut to {config.max_length}")
+    threads = options.threads or usable_cores()
+    if threads > usable_cores():
+        notes.append(f"{threads} threads on {usable_cores()} usable cores: the backends are oversubscribed")
+    return BenchPlan(options, backends, backend_modes, shapes, text, validation, config, dims, threads, notes)
+
+
+def _check_numbers(options: BenchOptions) -> None:
+    checks = [
+        ("--warmup", options.warmup, 0), ("--runs", options.runs, 1), ("--text-runs", options.text_runs, 1),
+        ("--cold-runs", options.cold_runs, 1), ("--threads", options.threads, 1),
+        ("--corpus-limit", options.corpus_limit, 1), ("--validation-limit", options.validation_limit, 1),
+    ]
+    for flag, value, least in checks:
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if options.max_cell_seconds <= 0:
+        raise ConfigError(f"--max-cell-seconds must be > 0, got {options.max_cell_seconds}")
+    check_batch_size(options.text_batch_size, "text batch size")
+
+
+def _model(options: BenchOptions) -> tuple[ModelConfig, EncoderDims, tuple[str, ...], list[str]]:
+    """Tasks and labels, the encoder's dimensions, the export's precision variants, and notes on the export."""
+    if options.checkpoint is None and options.onnx is None:
+        raise BenchError("nothing to benchmark: give a checkpoint (--checkpoint) and/or an export folder (--onnx)")
+    config = manifest = None
+    if options.checkpoint is not None:
+        folder = _checked_checkpoint(Path(options.checkpoint))
+        try:
+            config = ModelConfig.load(folder)
+            dims = EncoderDims.from_config(read_json(folder / "encoder" / "config.json"))
+        except (KeyError, TypeError, ValueError) as err:  # ConfigError is a ValueError too: keep its message
+            detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+            raise CheckpointError(f"{folder}: unreadable model or encoder config ({detail})") from None
+    if options.onnx is not None:
+        from mtl.runtime.manifest import load_manifest
+
+        manifest = load_manifest(Path(options.onnx))
+        if config is not None and _tasks(config) != _tasks(manifest.model_config()):
+            raise BenchError(f"{options.checkpoint} and {options.onnx} are not the same model: their tasks or "
+                             f"labels differ")
+        config = config or manifest.model_config()
+        if options.checkpoint is None:
+            dims = EncoderDims.from_config(_export_encoder_config(Path(options.onnx)))
+    variants = tuple(manifest.variants) if manifest else ()
+    notes = []
+    if manifest and offline_fused(manifest):
+        notes.append("the export was made with --optimize: its fp32 files already hold ONNX Runtime's fusions, so "
+                     "ort-fp32 and ort-fp32-opt differ only by the session's own optimisations")
+    return config, dims, variants, notes
+
+
+
+def _tasks(config: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
+    return [(t.name, t.labels) for t in config.tasks]
+
+
+def _checked_checkpoint(folder: Path) -> Path:
+    # mtl.model.check_checkpoint would import torch; this process must not.
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{folder}: not a complete mtl-onnx checkpoint (missing {', '.join(missing)})")
+    return folder
+
+
+def _export_encoder_config(folder: Path) -> dict[str, Any]:
+    """The encoder's Hugging Face config.json, which the export writes beside the graphs."""
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise BenchError(f"{path}: missing or unreadable; FLOPs and input limits need the encoder's config "
+                         f"(pass --checkpoint too)") from None
+
+
+def _text_workload(options: BenchOptions) -> dict[str, Any]:
+    texts, source = load_corpus(options.corpus, options.text_field, options.corpus_limit)
+    return {"texts": texts, "source": source, "batch_size": options.text_batch_size, "runs": options.text_runs,
+            "warmup": min(options.warmup, 1)}
+
+
+def _validation(options: BenchOptions, config: ModelConfig) -> dict[str, dict]:
+    files = options.validation_data
+    if files == "demo":
+        files = demo_validation_files(config)
+    if not files:
+        return {}
+    return load_validation(dict(files), config, options.validation_limit, options.text_field, options.label_field)

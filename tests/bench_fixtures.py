@@ -1,0 +1,47 @@
+"""A tiny trained-shape model for the bench tests: the conftest tiny BERT with topic and sentiment heads, saved as a
+checkpoint and exported (fp32 + int8) with the export pipeline; built once per test session (a plain cache, so
+that one build serves every bench test module)."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+_root = Path(tempfile.mkdtemp(prefix="mtl-bench-tests-"))
+atexit.register(shutil.rmtree, _root, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model() -> tuple[Path, Path]:
+    """(checkpoint folder, export folder)."""
+    from conftest import make_model, save_tiny_backbone
+
+    from mtl.export import ExportOptions, export_checkpoint
+
+    backbone = save_tiny_backbone("bert", _root / "backbone")
+    model, tokenizer = make_model(backbone)
+    checkpoint = _root / "checkpoint"
+    model.eval().save_pretrained(checkpoint, tokenizer)
+    export_checkpoint(checkpoint, _root / "onnx", ExportOptions(precisions=("fp32", "int8"), threads=1))
+    return checkpoint, _root / "onnx"
+
+
+def small_corpus(folder: Path, count: int = 6) -> Path:
+    texts = ["Stocks rallied after the central bank cut rates.", "What a terrible game last night!",
+             "NASA launched a new space telescope.", "I love this phone.", "The election results are in.",
+             "The team won the match in the last minute of the season."]
+    path = folder / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(count)),
+                    encoding="utf-8")
+    return path
+
+
+def tiny_args(checkpoint: Path, onnx: Path, corpus: Path) -> list[str]:
+    """The smallest sensible bench: one shape, 1 warm-up, 2 runs, a few texts, no cold start."""
+    return ["bench", "--checkpoint", str(checkpoint), "--onnx", str(onnx), "--batch-sizes", "2", "--seq-lengths",
+            "8", "--warmup", "1", "--runs", "2", "--corpus", str(corpus), "--text-runs", "1",
+            "--text-batch-size", "4", "--no-cold-start"]
