@@ -1,0 +1,367 @@
+"""Export folder -> a model repository for Triton Inference Server's ONNX Runtime backend. No torch.
+
+    <target>/<model_name>/
+        config.pbtxt            platform onnxruntime_onnx, implicit batch (max_batch_size > 0), dynamic batching
+        1/model.onnx            the fused graph of the chosen precision (every task's logits from one encoder pass)
+        <task>_labels.txt       one label a line, in class-id order: Triton's `label_filename` for that output
+
+The config is built from the manifest (the export's I/O contract) and then checked against Triton's own
+`ModelConfig` protobuf and the copied ONNX graph before the folder is renamed into place, so a repository is
+either complete and consistent or not there. The check needs the `triton` extra (tritonclient[grpc], onnx).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError
+from mtl.io_spec import TensorSpec, logits_name
+from mtl.runtime.manifest import Manifest, load_manifest
+
+log = logging.getLogger(__name__)
+
+TRITON_EXTRA = 'pip install "mtl-onnx[triton]"'
+CONFIG_FILE = "config.pbtxt"
+MODEL_FILE = "model.onnx"
+VERSION = "1"
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+DEVICE_ALIASES = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}
+# io_spec dtypes -> Triton's DataType names; ONNX TensorProto element types -> the same names.
+TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+ONNX_TYPES = {1: "TYPE_FP32", 6: "TYPE_INT32", 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64"}
+# A request waits at most this long for others to batch with; ~1 ms is small next to a transformer's latency.
+DEFAULT_QUEUE_DELAY_US = 1000
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    model_name: str = "mtl"
+    device: str = "cpu"  # "cpu" or "gpu" ("cuda" is read as "gpu")
+    max_batch_size: int = 32
+    instance_count: int = 1
+    max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+
+    def checked(self) -> TritonSettings:
+        if not _MODEL_NAME.fullmatch(self.model_name) or self.model_name in (".", ".."):
+            raise ConfigError(f"invalid Triton model name {self.model_name!r}: use letters, digits, '_', '-', '.'")
+        if self.device not in DEVICE_ALIASES:
+            raise ConfigError(f"unknown Triton device {self.device!r}; valid: cpu, gpu")
+        # 0 would mean "no batching" to Triton, and then the batch axis would have to be in dims: not supported.
+        for name in ("max_batch_size", "instance_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Triton {name} must be at least 1, got {getattr(self, name)}")
+        if self.max_queue_delay_us < 0:
+            raise ConfigError(f"Triton max queue delay must be >= 0 microseconds, got {self.max_queue_delay_us}")
+        return TritonSettings(self.model_name, DEVICE_ALIASES[self.device], self.max_batch_size,
+                              self.instance_count, self.max_queue_delay_us)
+
+
+def write_triton_repository(export_folder: Path, target: Path, model_name: str = "mtl", device: str = "cpu",
+                            max_batch_size: int = 32, precision: str = "fp32", *, instance_count: int = 1,
+                            max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, overwrite: bool = False,
+                            validate: bool = True) -> Path:
+    """Write `<target>/<model_name>` from an export folder and return it. `precision` is a variant of the
+    export, or "auto" (int8 on CPU, fp16 on GPU, where exported). With `validate` (the default) the config is
+    parsed into Triton's ModelConfig and checked against the ONNX graph first; that needs the `triton` extra."""
+    settings = TritonSettings(model_name, device, max_batch_size, instance_count, max_queue_delay_us).checked()
+    export_folder, target = Path(export_folder), Path(target)
+    manifest = load_manifest(export_folder)
+    precision = _choose_precision(manifest, export_folder, precision, settings.device)
+    if validate:  # a missing extra fails here, before anything is copied
+        triton_config_module()
+        _import_onnx()
+    model_dir = target / settings.model_name
+    _check_target(model_dir, overwrite)
+    staging_root = _staging_root(target, settings.model_name)
+    try:
+        staging = staging_root / settings.model_name  # named like the model: Triton wants config name == folder
+        staging.mkdir()
+        _write_model_folder(staging, manifest, export_folder / manifest.variants[precision].files.model,
+                            settings, precision)
+        if validate:
+            validate_triton_model(staging)
+        _publish(staging, model_dir)
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    log.info("wrote Triton model %s (%s, %s) to %s", settings.model_name, precision, settings.device, model_dir)
+    return model_dir
+
+
+def _choose_precision(manifest: Manifest, folder: Path, precision: str, device: str) -> str:
+    from mtl.runtime.predictor import PRECISION_CHOICES, choose_precision
+
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")
+    return choose_precision(manifest, folder, precision, "cuda" if device == "gpu" else "cpu")
+
+
+def config_text(manifest: Manifest, settings: TritonSettings, precision: str = "fp32") -> str:
+    """config.pbtxt for the fused graph: the manifest's inputs and outputs less their batch axis."""
+    lines = [
+        f"# Written by mtl-onnx from an export folder ({precision} fused graph). Dynamic batching merges only",
+        "# requests of the same sequence length: pad on the client to a fixed length to batch them all.",
+        f"name: {_quote(settings.model_name)}",
+        f"platform: {_quote(PLATFORM)}",
+        f"max_batch_size: {settings.max_batch_size}",
+        f"default_model_filename: {_quote(MODEL_FILE)}",
+        "input [",
+        ",\n".join(_tensor_block(t) for t in manifest.fused.inputs),
+        "]",
+        "output [",
+        ",\n".join(_tensor_block(t, _label_file(_task_of(manifest, t.name))) for t in manifest.fused.outputs),
+        "]",
+        "dynamic_batching {",
+        f"  max_queue_delay_microseconds: {settings.max_queue_delay_us}",
+        "}",
+        "instance_group [",
+        "  {",
+        f"    count: {settings.instance_count}",
+        f"    kind: {KINDS[settings.device]}",
+        "  }",
+        "]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tensor_block(tensor: TensorSpec, label_file: str | None = None) -> str:
+    if tensor.dtype not in TRITON_TYPES:
+        raise ExportError(f"tensor {tensor.name!r} has dtype {tensor.dtype}, which has no Triton type here")
+    # The first axis is the batch: with max_batch_size > 0 Triton adds it itself. Named axes are dynamic (-1).
+    dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in tensor.shape[1:])
+    lines = ["  {", f"    name: {_quote(tensor.name)}", f"    data_type: {TRITON_TYPES[tensor.dtype]}",
+             f"    dims: [ {dims} ]"]
+    if label_file:
+        lines.append(f"    label_filename: {_quote(label_file)}")
+    return "\n".join(lines + ["  }"])
+
+
+def _quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _task_of(manifest: Manifest, output_name: str) -> str:
+    for task in manifest.task_names:
+        if logits_name(task) == output_name:
+            return task
+    raise ExportError(f"fused graph output {output_name!r} belongs to no task of the manifest")
+
+
+def _label_file(task: str) -> str:
+    return f"{task}_labels.txt"
+
+
+def _write_model_folder(folder: Path, manifest: Manifest, model: Path, settings: TritonSettings,
+                        precision: str) -> None:
+    (folder / CONFIG_FILE).write_text(config_text(manifest, settings, precision), encoding="utf-8")
+    for spec in manifest.tasks:
+        bad = [label for label in spec.labels if "\n" in label or "\r" in label]
+        if bad:
+            raise TritonConfigError(f"task {spec.name!r} has a label with a line break ({bad[0]!r}); Triton's "
+                                    f"label files hold one label a line")
+        (folder / _label_file(spec.name)).write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
+    version = folder / VERSION
+    version.mkdir()
+    shutil.copyfile(model, version / MODEL_FILE)
+    for name in _external_data_files(model):  # graphs over 2 GB keep their weights beside the .onnx file
+        shutil.copyfile(model.parent / name, version / name)
+
+
+def _external_data_files(model: Path) -> list[str]:
+    onnx = _import_onnx()
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    return sorted({ExternalDataInfo(t).location for t in graph.initializer if uses_external_data(t)})
+
+
+def _check_target(model_dir: Path, overwrite: bool) -> None:
+    if model_dir.exists() and not model_dir.is_dir():
+        raise ExportError(f"{model_dir}: exists and is not a folder")
+    if not model_dir.is_dir() or not any(model_dir.iterdir()):
+        return
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise ExportError(f"{model_dir}: folder is not empty and holds no Triton model; choose another target")
+    if not overwrite:
+        raise ExportError(f"{model_dir}: already holds a Triton model; pass --overwrite to replace it")
+
+
+def _staging_root(target: Path, model_name: str) -> Path:
+    """A fresh folder for the new model, beside the repository when on the same file system (so Triton, which
+    polls the repository's folders, never sees a half-written model), else inside it; a rename then publishes."""
+    target.mkdir(parents=True, exist_ok=True)
+    parent = target.resolve().parent
+    where = parent if os.access(parent, os.W_OK) and parent.stat().st_dev == target.stat().st_dev else target
+    return Path(tempfile.mkdtemp(prefix=f".{model_name}.", suffix=".triton-staging", dir=where))
+
+
+def _publish(staging: Path, model_dir: Path) -> None:
+    """Rename the checked model into place; an older one there is replaced only once this one is ready."""
+    if model_dir.is_dir() and any(model_dir.iterdir()):
+        retired = staging.parent / ".retired"
+        os.replace(model_dir, retired)  # removed with the staging root
+    elif model_dir.is_dir():
+        model_dir.rmdir()
+    os.replace(staging, model_dir)
+
+
+# --- validation --------------------------------------------------------------------------------------------------
+
+
+def triton_config_module():
+    """Triton's generated ModelConfig protobuf module, from tritonclient (the `triton` extra)."""
+    try:
+        from tritonclient.grpc import model_config_pb2 as module
+    except ImportError:
+        raise MissingDependencyError(
+            f"checking a Triton model config needs tritonclient[grpc]; install it with: {TRITON_EXTRA}") from None
+    return module
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependencyError(f"reading the ONNX graph needs onnx; install it with: {TRITON_EXTRA}") from None
+    return onnx
+
+
+def load_triton_config(model_dir: Path):
+    """`<model_dir>/config.pbtxt` parsed into Triton's ModelConfig; a file that does not parse is one error."""
+    from google.protobuf import text_format
+
+    pb2 = triton_config_module()
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise TritonConfigError(f"{model_dir}: no {CONFIG_FILE}")
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), pb2.ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as err:
+        raise TritonConfigError(f"{path}: not a valid Triton model config ({str(err).splitlines()[0]})") from None
+
+
+def validate_triton_model(model_dir: Path) -> None:
+    """Check a Triton model folder as the ONNX Runtime backend would load it: the config parses into Triton's
+    ModelConfig, names the folder, and every version's model.onnx has exactly the config's inputs, and its
+    outputs, with the same element types and shapes (batch axis added); label files have one line per class.
+    Every problem found is listed in one TritonConfigError."""
+    model_dir = Path(model_dir)
+    config = load_triton_config(model_dir)
+    pb2 = triton_config_module()
+    problems = _header_problems(config, model_dir, pb2)
+    versions = sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+    if not versions:
+        problems.append("no numbered version folder (such as 1/) with the model")
+    for version in versions:
+        problems += [f"version {version.name}: {p}" for p in _graph_problems(config, version, pb2)]
+    problems += _label_problems(config, model_dir)
+    if problems:
+        raise TritonConfigError(f"{model_dir / CONFIG_FILE}: {len(problems)} problem(s): " + "; ".join(problems))
+
+
+def _header_problems(config, model_dir: Path, pb2) -> list[str]:
+    problems = []
+    if config.name and config.name != model_dir.name:
+        problems.append(f"name {config.name!r} is not the folder's name {model_dir.name!r}")
+    if config.platform != PLATFORM and config.backend != BACKEND:
+        problems.append(f"platform {config.platform!r} / backend {config.backend!r}: expected platform "
+                        f"{PLATFORM!r} (or backend {BACKEND!r})")
+    if config.max_batch_size < 0:
+        problems.append(f"max_batch_size {config.max_batch_size} is negative")
+    if config.HasField("dynamic_batching") and config.max_batch_size == 0:
+        problems.append("dynamic_batching needs max_batch_size > 0")
+    for group in config.instance_group:
+        kind = pb2.ModelInstanceGroup.Kind.Name(group.kind)
+        if kind not in ("KIND_AUTO", "KIND_CPU", "KIND_GPU"):
+            problems.append(f"instance_group kind {kind} cannot run the ONNX Runtime backend")
+        if group.count < 0:
+            problems.append(f"instance_group count {group.count} is negative")
+    return problems
+
+
+def _graph_problems(config, version: Path, pb2) -> list[str]:
+    path = version / (config.default_model_filename or MODEL_FILE)
+    if not path.is_file():
+        return [f"no {path.name}"]
+    onnx = _import_onnx()
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # a truncated or foreign file: onnx raises DecodeError and others
+        return [f"{path.name} cannot be read as ONNX ({type(err).__name__})"]
+    initializers = {t.name for t in graph.initializer}
+    inputs = {v.name: v for v in graph.input if v.name not in initializers}
+    outputs = {v.name: v for v in graph.output}
+    batched = config.max_batch_size > 0
+    problems = _tensor_problems("input", config.input, inputs, batched, pb2)
+    problems += _tensor_problems("output", config.output, outputs, batched, pb2)
+    declared = {t.name for t in config.input}
+    problems += [f"graph input {name!r} is not in the config" for name in inputs if name not in declared]
+    return problems
+
+
+def _tensor_problems(kind: str, tensors, graph_values: dict, batched: bool, pb2) -> list[str]:
+    problems, seen = [], set()
+    for tensor in tensors:
+        if tensor.name in seen:
+            problems.append(f"{kind} {tensor.name!r} is declared twice")
+        seen.add(tensor.name)
+        value = graph_values.get(tensor.name)
+        if value is None:
+            problems.append(f"{kind} {tensor.name!r} is not in the graph (graph {kind}s: {', '.join(graph_values)})")
+            continue
+        declared = pb2.DataType.Name(tensor.data_type)
+        actual = ONNX_TYPES.get(value.type.tensor_type.elem_type, f"ONNX type {value.type.tensor_type.elem_type}")
+        if declared != actual:
+            problems.append(f"{kind} {tensor.name!r} is {declared} in the config, {actual} in the graph")
+        problems += _shape_problems(kind, tensor, _onnx_dims(value), batched)
+    return problems
+
+
+def _onnx_dims(value) -> list[int]:
+    """The graph's shape with every named or unknown axis as -1."""
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+
+def _shape_problems(kind: str, tensor, graph_dims: list[int], batched: bool) -> list[str]:
+    dims = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
+    expected = ([-1] if batched else []) + dims
+    if len(graph_dims) != len(expected):
+        return [f"{kind} {tensor.name!r} has rank {len(graph_dims)} in the graph, but the config's dims "
+                f"{list(tensor.dims)} make {len(expected)}" + (" with the batch axis" if batched else "")]
+    if batched and graph_dims[0] != -1:
+        return [f"{kind} {tensor.name!r}: the graph fixes the batch axis to {graph_dims[0]}"]
+    # A dynamic graph axis takes any configured size; a fixed one must be configured as exactly that size.
+    bad = [i for i, (g, c) in enumerate(zip(graph_dims, expected, strict=True)) if g != -1 and g != c]
+    if bad:
+        return [f"{kind} {tensor.name!r} has dims {dims} in the config, but the graph's shape is {graph_dims}"]
+    return []
+
+
+def _label_problems(config, model_dir: Path) -> list[str]:
+    problems = []
+    for tensor in config.output:
+        if not tensor.label_filename:
+            continue
+        path = model_dir / tensor.label_filename
+        if not path.is_file():
+            problems.append(f"output {tensor.name!r}: label file {tensor.label_filename} is missing")
+            continue
+        try:
+            labels = path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
+        except UnicodeDecodeError:
+            problems.append(f"output {tensor.name!r}: label file {tensor.label_filename} is not UTF-8")
+            continue
+        classes = tensor.dims[-1] if tensor.dims else 0
+        if len(labels) != classes:
+            problems.append(f"output {tensor.name!r}: {tensor.label_filename} has {len(labels)} label(s) for "
+                            f"{classes} class(es)")
+    return problems
