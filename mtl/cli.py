@@ -7,6 +7,7 @@ The top of this module imports no torch: commands import what they need when the
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import sys
@@ -130,7 +131,8 @@ def _run_training(task_files, config, backbone, pooling, max_length, text_field,
                   attn_implementation=None):
     _setup_logging()
     from mtl import workflow
-    from mtl.progress import RichProgressCallback, metrics_table
+    from mtl.display import metrics_table
+    from mtl.progress import RichProgressCallback
 
     callback = RichProgressCallback(console, tuple(t.name for t in task_files))
     result = workflow.train(
@@ -148,14 +150,18 @@ def _run_training(task_files, config, backbone, pooling, max_length, text_field,
 
 @app.command()
 def evaluate(
-    checkpoint: CheckpointArg,
+    checkpoint: Annotated[Path, typer.Argument(
+        help="A checkpoint folder (PyTorch) or an export folder from `mtl-onnx export` (ONNX Runtime).")],
     task: Annotated[list[str], typer.Option("--task", "-t", help="NAME=FILE with labelled examples; repeatable.")],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics here as JSON.")] = None,
     batch_size: int = 64,
     text_field: TextField = "text",
     label_field: LabelField = "label",
+    precision: Annotated[str, typer.Option(help="Export folders: auto, fp32, int8 or fp16.")] = "auto",
+    device: Annotated[str, typer.Option(help="Export folders: cpu or cuda.")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="Export folders: intra-op threads.")] = None,
 ) -> None:
-    """Per-task accuracy, macro-F1 and macro-recall of a checkpoint on labelled files."""
+    """Per-task accuracy, macro-F1 and macro-recall of a checkpoint or an export on labelled files."""
     with user_errors():
         files = {}
         for spec in task:
@@ -163,16 +169,15 @@ def evaluate(
             if not sep or not name or not path:
                 raise ConfigError(f"bad task {spec!r}: expected NAME=FILE")
             files[name] = Path(path)
-        _setup_logging()
         from mtl import workflow
-        from mtl.predict_torch import TorchPredictor
-        from mtl.progress import metrics_table
+        from mtl.display import metrics_table
 
-        predictor = TorchPredictor.load(checkpoint)
+        predictor = _load_predictor(checkpoint, precision, device, False, threads, "fused")
         for name in files:
             predictor.config.task(name)  # unknown task: fail before any work
         results = workflow.evaluate(predictor, files, text_field, label_field, batch_size)
-        Console().print(metrics_table(f"{checkpoint}", results))
+        title = f"{checkpoint}" + (f" ({predictor.precision})" if hasattr(predictor, "precision") else "")
+        Console().print(metrics_table(title, results))
         if json_out:
             json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
@@ -199,21 +204,49 @@ def predict(
     N rows in give N rows out: a row that cannot be classified (empty, not UTF-8, bad JSON) gets an "error"
     field in its place, and the command then exits with code 1."""
     with user_errors():
-        from mtl.predict_inputs import read_rows, rows_from_arguments
+        from mtl.predict_inputs import iter_rows, rows_from_arguments
 
-        rows = rows_from_arguments(list(texts or [])) + (read_rows(file, text_field) if file else [])
-        if not rows:
+        if not texts and not file:
             raise ConfigError("no input: give texts as arguments or --file (use --file - for stdin)")
         predictor = _load_predictor(checkpoint, precision, device, fallback_cpu, threads, execution)
         tasks = predictor.check_tasks(task)
-        good = [i for i, row in enumerate(rows) if row.error is None]
-        records = predictor.predict([rows[i].text for i in good], tasks, batch_size) if good else []
-        by_index = dict(zip(good, records))
-        for i, row in enumerate(rows):
-            out = {"text": row.text, "predictions": by_index[i]} if i in by_index else {"text": row.text, "error": row.error}
-            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
-        if len(good) < len(rows):
-            raise DataError(f"{len(rows) - len(good)} of {len(rows)} rows could not be classified (see their \"error\")")
+        rows = itertools.chain(rows_from_arguments(list(texts or [])), iter_rows(file, text_field) if file else ())
+        written, failed = _stream_predictions(predictor, rows, tasks, batch_size)
+        if failed:
+            raise DataError(f"{failed} of {written} rows could not be classified (see their \"error\")")
+
+
+def _stream_predictions(predictor, rows, tasks: list[str], batch_size: int) -> tuple[int, int]:
+    """Classify rows chunk by chunk and write each chunk's JSON lines before reading the next, so memory
+    stays flat however long the input is. Returns (rows written, rows with an error)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    written = failed = 0
+    chunk_size = max(1024, 16 * batch_size)  # enough rows for length sorting to pay off
+    with Progress(SpinnerColumn(), TextColumn("{task.completed:,} rows"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        counter = progress.add_task("predict", total=None)
+        for chunk in _chunks(rows, chunk_size):
+            good = [row.text for row in chunk if row.error is None]
+            records = iter(predictor.predict(good, tasks, batch_size) if good else [])
+            lines = []
+            for row in chunk:
+                out = {"text": row.text, "error": row.error} if row.error else {"text": row.text, "predictions": next(records)}
+                lines.append(json.dumps(out, ensure_ascii=False) + "\n")
+            sys.stdout.write("".join(lines))
+            sys.stdout.flush()
+            written += len(chunk)
+            failed += len(chunk) - len(good)
+            progress.update(counter, completed=written)
+    if not written:
+        raise ConfigError("no input: the file holds no rows")
+    return written, failed
+
+
+def _chunks(rows, size: int):
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool, threads: Optional[int],
@@ -256,6 +289,9 @@ def export(
     text_field: TextField = "text",
     label_field: LabelField = "label",
     overwrite: Annotated[bool, typer.Option(help="Replace an export already in --output.")] = False,
+    triton: Annotated[Optional[Path], typer.Option(help="Also write a Triton Inference Server model repository here.")] = None,
+    triton_device: Annotated[str, typer.Option(help="Triton instances: cpu or gpu.")] = "cpu",
+    triton_precision: Annotated[str, typer.Option(help="Variant Triton serves (auto: int8 on cpu, fp16 on gpu).")] = "auto",
 ) -> None:
     """Export a checkpoint to ONNX: the encoder, one head per task and the fused model, each validated against
     PyTorch on several shapes before anything is written."""
@@ -268,6 +304,10 @@ def export(
             label_field=label_field, max_int8_drop=max_int8_drop, force_int8=force_int8, int8_target=int8_target,
             per_channel=per_channel, threads=threads, overwrite=overwrite,
         ).checked()
+        if triton is not None:
+            from mtl.export.triton import triton_config_module
+
+            triton_config_module()  # a missing `triton` extra fails now, not after a long export
         _setup_logging()
         from mtl.export import export_checkpoint
         from mtl.export.report import graphs_table, real_data_table
@@ -284,6 +324,12 @@ def export(
         for note in result.notes:
             console.print(f"[yellow]note:[/yellow] {escape(note)}")
         console.print(f"exported to [bold]{escape(str(result.output))}[/bold] in {result.seconds:.0f} s")
+        if triton is not None:
+            from mtl.export.triton import write_triton_repository
+
+            model = write_triton_repository(result.output, triton, device=triton_device, precision=triton_precision,
+                                            overwrite=overwrite)
+            console.print(f"Triton model repository in [bold]{escape(str(model))}[/bold] (config.pbtxt validated)")
 
 
 @app.command()

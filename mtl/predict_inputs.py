@@ -8,10 +8,10 @@ N rows in give N rows out.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,52 +43,59 @@ def rows_from_arguments(texts: list[str]) -> list[InputRow]:
     return [text_row(t) for t in texts]
 
 
-def read_rows(file: Path, text_field: str = "text") -> list[InputRow]:
-    """Rows of a file (by suffix: JSONL, CSV/TSV, else one text per line) or of stdin (one text per line)."""
+def iter_rows(file: Path, text_field: str = "text") -> Iterator[InputRow]:
+    """Rows of a file (by suffix: JSONL, CSV/TSV, else one text per line) or of stdin (one text per line),
+    read lazily: memory stays bounded however large the input is."""
     if str(file) == STDIN:
-        return _lines(_decode(sys.stdin.buffer.read()))
+        return _lines(sys.stdin.buffer)
     if not file.is_file():
         raise DataError(f"{file}: file not found")
-    content = _decode(file.read_bytes())
     suffix = file.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return _jsonl(content, text_field)
+        return _jsonl(_binary_lines(file), text_field)
     if suffix in CSV_SUFFIXES:
-        return _csv(file, content, text_field, "\t" if suffix == ".tsv" else ",")
-    return _lines(content)
+        return _csv(file, text_field, "\t" if suffix == ".tsv" else ",")
+    return _lines(_binary_lines(file))
+
+
+def _binary_lines(file: Path) -> Iterator[bytes]:
+    with file.open("rb") as handle:
+        yield from handle
 
 
 def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    return raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff").rstrip("\r\n")
 
 
-def _lines(content: str) -> list[InputRow]:
-    return [text_row(line) for line in content.splitlines()]
+def _lines(lines: Iterable[bytes]) -> Iterator[InputRow]:
+    for raw in lines:
+        yield text_row(_decode(raw))
 
 
-def _jsonl(content: str, text_field: str) -> list[InputRow]:
-    rows = []
-    for number, line in enumerate(content.splitlines(), start=1):
+def _jsonl(lines: Iterable[bytes], text_field: str) -> Iterator[InputRow]:
+    for number, raw in enumerate(lines, start=1):
+        line = _decode(raw)
         if not line.strip():
             continue  # blank lines separate nothing in JSONL: they are not rows
         if _UNDECODABLE.search(line):
-            rows.append(InputRow(_printable(line), f"line {number}: not valid UTF-8"))
+            yield InputRow(_printable(line), f"line {number}: not valid UTF-8")
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            rows.append(InputRow(line, f"line {number}: not valid JSON ({err.msg})"))
+            yield InputRow(line, f"line {number}: not valid JSON ({err.msg})")
             continue
-        rows.append(_field_row(record, text_field, f"line {number}"))
-    return rows
+        yield _field_row(record, text_field, f"line {number}")
 
 
-def _csv(path: Path, content: str, text_field: str, delimiter: str) -> list[InputRow]:
-    reader = csv.DictReader(io.StringIO(content), delimiter=delimiter)
-    if reader.fieldnames is not None and text_field not in reader.fieldnames:
-        have = ", ".join(reader.fieldnames) or "none"
-        raise DataError(f"{path}: no column {text_field!r} (columns: {_printable(have)}); use --text-field")
-    return [_field_row(record, text_field, f"line {reader.line_num}") for record in reader]
+def _csv(path: Path, text_field: str, delimiter: str) -> Iterator[InputRow]:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        if reader.fieldnames is not None and text_field not in reader.fieldnames:
+            have = ", ".join(reader.fieldnames) or "none"
+            raise DataError(f"{path}: no column {text_field!r} (columns: {_printable(have)}); use --text-field")
+        for record in reader:
+            yield _field_row(record, text_field, f"line {reader.line_num}")
 
 
 def _field_row(record, text_field: str, where: str) -> InputRow:

@@ -7,20 +7,10 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from transformers import TrainerCallback
 
+from mtl.display import metrics_table
 from mtl.metrics import METRIC_NAMES
-
-
-def metrics_table(title: str, per_task: dict[str, dict[str, float]]) -> Table:
-    table = Table(title=title)
-    table.add_column("task")
-    for name in METRIC_NAMES:
-        table.add_column(name.replace("_", "-"), justify="right")
-    for task, values in per_task.items():
-        table.add_row(task, *(f"{100 * values[m]:.2f}" for m in METRIC_NAMES))
-    return table
 
 
 class RichProgressCallback(TrainerCallback):

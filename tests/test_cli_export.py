@@ -218,3 +218,31 @@ def test_export_over_an_existing_export_needs_overwrite():
     assert_one_line_error(invoke("export", tiny_checkpoint("roberta"), "-o", folder),
                           "already holds an export; pass --overwrite")
     assert (folder / MANIFEST_FILE).read_text() == before
+
+
+def test_export_also_writes_a_validated_triton_repository():
+    parent = scratch("cli-triton")
+    result = invoke("export", tiny_checkpoint("roberta"), "--output", parent / "onnx", "--precision", "fp32,int8",
+                    "--threads", "1", "--triton", parent / "triton")
+    assert result.exit_code == 0, result.output
+    assert "Triton model repository in" in result.stderr
+    from mtl.export.triton import load_triton_config
+
+    config = load_triton_config(parent / "triton" / "mtl")
+    assert [i.name for i in config.input] == ["input_ids", "attention_mask"]  # RoBERTa: no token_type_ids
+    assert (parent / "triton" / "mtl" / "1" / "model.onnx").read_bytes() == (parent / "onnx" / "model.int8.onnx").read_bytes()
+
+
+def test_evaluate_an_export_folder_like_its_checkpoint():
+    parent = scratch("cli-evaluate")
+    data = parent / "topic.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
+                            for t, y in zip(TEXTS * 4, ["World", "Business", "Sports"] * 4)))
+    figures = {}
+    for name, model, extra in (("torch", tiny_checkpoint("bert"), []),
+                               ("onnx", tiny_export("bert"), ["--precision", "fp32"])):
+        out = parent / f"{name}.json"
+        result = invoke("evaluate", model, "--task", f"topic={data}", "--json", out, *extra)
+        assert result.exit_code == 0, result.output
+        figures[name] = json.loads(out.read_text())
+    assert figures["onnx"]["topic"] == pytest.approx(figures["torch"]["topic"])
