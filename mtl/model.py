@@ -19,14 +19,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mtl.config import DEFAULT_BACKBONE, MODEL_CONFIG_FILE, ModelConfig
+from mtl.checkpoint import ENCODER_CONFIG_DIR, WEIGHTS_FILE, check_checkpoint, read_model_config
+from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-ENCODER_CONFIG_DIR = "encoder"
-CHECKPOINT_FILES = (MODEL_CONFIG_FILE, f"{ENCODER_CONFIG_DIR}/config.json", WEIGHTS_FILE, "tokenizer_config.json")
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -228,20 +226,3 @@ class MultitaskModel(nn.Module):
             reason = str(err).splitlines()[0]
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot load the weights ({reason})") from None
         return model.eval()
-
-
-def read_model_config(folder: Path) -> ModelConfig:
-    try:
-        return ModelConfig.load(folder)
-    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
-        raise CheckpointError(f"{folder / MODEL_CONFIG_FILE}: not a valid mtl-onnx model config ({err})") from None
-
-
-def check_checkpoint(folder: Path) -> Path:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such checkpoint folder")
-    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
-    if missing:
-        raise CheckpointError(f"{folder}: not a complete mtl-onnx checkpoint (missing {', '.join(missing)})")
-    return folder

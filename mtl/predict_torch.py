@@ -10,7 +10,8 @@ import torch
 
 from mtl.config import ModelConfig
 from mtl.errors import ConfigError
-from mtl.model import MultitaskModel, check_checkpoint, load_tokenizer
+from mtl.checkpoint import check_checkpoint
+from mtl.model import MultitaskModel, load_tokenizer
 from mtl.predictions import length_sorted_batches, prediction_records
 
 

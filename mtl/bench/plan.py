@@ -19,10 +19,10 @@ from mtl.bench.workloads import (
     load_validation, sweep_shapes,
 )
 from mtl.config import MODEL_CONFIG_FILE, ModelConfig, read_json
+from mtl.checkpoint import WEIGHTS_FILE, check_checkpoint
 from mtl.errors import BenchError, CheckpointError, ConfigError, MissingDependencyError
 
 WORKLOADS = ("synthetic", "text")
-CHECKPOINT_FILES = (MODEL_CONFIG_FILE, "encoder/config.json", "model.safetensors")  # as mtl.model writes them
 COLD_START_TEXT = "Stocks rallied after the central bank cut interest rates."
 
 
@@ -92,7 +92,7 @@ def classify_model_folder(path: Path) -> str:
         raise BenchError(f"{path}: no such folder")
     if is_export_folder(path):
         return "onnx"
-    if (path / MODEL_CONFIG_FILE).is_file() and (path / "model.safetensors").is_file():
+    if (path / MODEL_CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return "checkpoint"
     raise BenchError(f"{path}: neither an mtl-onnx checkpoint nor an export folder")
 
@@ -177,7 +177,7 @@ def _model(options: BenchOptions) -> tuple[ModelConfig, EncoderDims, tuple[str, 
         raise BenchError("nothing to benchmark: give a checkpoint (--checkpoint) and/or an export folder (--onnx)")
     config = manifest = None
     if options.checkpoint is not None:
-        folder = _checked_checkpoint(Path(options.checkpoint))
+        folder = check_checkpoint(Path(options.checkpoint))
         try:
             config = ModelConfig.load(folder)
             dims = EncoderDims.from_config(read_json(folder / "encoder" / "config.json"))
@@ -205,16 +205,6 @@ def _model(options: BenchOptions) -> tuple[ModelConfig, EncoderDims, tuple[str, 
 
 def _tasks(config: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
     return [(t.name, t.labels) for t in config.tasks]
-
-
-def _checked_checkpoint(folder: Path) -> Path:
-    # mtl.model.check_checkpoint would import torch; this process must not.
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such checkpoint folder")
-    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
-    if missing:
-        raise CheckpointError(f"{folder}: not a complete mtl-onnx checkpoint (missing {', '.join(missing)})")
-    return folder
 
 
 def _export_encoder_config(folder: Path) -> dict[str, Any]:

@@ -53,7 +53,8 @@ class TorchRunner:
         import transformers
         from transformers import AutoTokenizer
 
-        from mtl.model import WEIGHTS_FILE, MultitaskModel
+        from mtl.checkpoint import WEIGHTS_FILE
+        from mtl.model import MultitaskModel
 
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # allowed only before the first parallel region

@@ -86,18 +86,10 @@ def demo_validation_files(config: ModelConfig) -> dict[str, Path]:
 
 
 def parse_validation_specs(specs: list[str]) -> dict[str, Path] | str:
-    """`TASK=FILE` strings, or the single word `demo`."""
-    if specs == ["demo"]:
-        return "demo"
-    files: dict[str, Path] = {}
-    for spec in specs:
-        task, sep, path = spec.partition("=")
-        if not sep or not task or not path:
-            raise ConfigError(f"bad --validation-data {spec!r}: expected TASK=FILE (or the word demo)")
-        if task in files:
-            raise ConfigError(f"--validation-data names task {task!r} twice")
-        files[task] = Path(path)
-    return files
+    """`TASK=FILE` strings (as `mtl-onnx export` takes them), or the single word `demo`."""
+    from mtl.export.options import parse_validation_data
+
+    return "demo" if specs == ["demo"] else parse_validation_data(specs)
 
 
 def load_validation(files: dict[str, Path], config: ModelConfig, limit: int | None, text_field: str = "text",

@@ -25,7 +25,7 @@ from mtl.export.validate import (
 )
 from mtl.export.variants import Int8Settings, convert_fp16, int8_settings, optimize_if_faster, quantize_int8
 from mtl.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
-from mtl.model import check_checkpoint, read_model_config
+from mtl.checkpoint import check_checkpoint, read_model_config
 from mtl.runtime.manifest import Manifest, Variant, VariantFiles
 from mtl.runtime.session import CUDA_PROVIDER, default_threads
 
