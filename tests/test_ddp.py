@@ -1,5 +1,7 @@
-"""Training under torchrun: 2 CPU processes (gloo), across a progressive-unfreezing phase change."""
+"""Training under torchrun: 2 CPU processes (gloo), across a progressive-unfreezing phase change, through the
+CLI; the checkpoint then exports and predicts."""
 
+import json
 import os
 import socket
 import subprocess
@@ -7,7 +9,9 @@ import sys
 
 import torch
 from conftest import make_model
+from typer.testing import CliRunner
 
+from mtl.cli import app
 from mtl.model import MultitaskModel
 
 
@@ -40,3 +44,12 @@ def test_torchrun_two_processes_with_unfreezing(tiny_bert, small_task_files, tmp
     # phase 0 trained heads only, phase 1 opened the top layer (3 of 4); nothing below it may move
     assert moved and all(".layer.3." in n for n in moved), sorted(moved)[:5]
     assert any(not torch.equal(trained[n], initial[n]) for n in trained if n.startswith("heads."))
+
+    # what DDP trained exports, validates and predicts like any checkpoint
+    runner = CliRunner()
+    exported = runner.invoke(app, ["export", str(output), "--output", str(tmp_path / "onnx"), "--threads", "1"])
+    assert exported.exit_code == 0, exported.output
+    predicted = runner.invoke(app, ["predict", str(tmp_path / "onnx"), "stocks fell", "a great game"])
+    assert predicted.exit_code == 0, predicted.output
+    assert [set(json.loads(line)["predictions"]) for line in predicted.stdout.splitlines()] == [
+        {"topic", "sentiment"}] * 2
