@@ -142,7 +142,7 @@ def _run_training(task_files, config, backbone, pooling, max_length, text_field,
     if result.metrics:
         console.print(metrics_table("validation, best checkpoint", result.metrics))
     console.print(
-        f"trained on {result.train_examples:,} examples in {result.wall_seconds:.0f} s "
+        f"trained on {result.examples_seen:,} sampled examples (of {result.dataset_examples:,}) in {result.wall_seconds:.0f} s "
         f"({result.examples_per_second:.1f} examples/s); model saved in [bold]{result.output}[/bold]"
     )
     return result

@@ -32,7 +32,8 @@ class LoadedTask:
 class TrainResult:
     output: Path
     metrics: dict[str, dict[str, float]]
-    train_examples: int
+    dataset_examples: int  # training examples across tasks
+    examples_seen: int  # examples drawn by the sampler over the run (optimizer steps x effective batch)
     examples_per_second: float
     wall_seconds: float
 
@@ -125,7 +126,8 @@ def train(
     metrics = best_validation_metrics(trainer, model_config)
     if trainer.is_world_process_zero():
         save_model(model, tokenizer, output, config, metrics)
-    return TrainResult(output, metrics, len(train_set), outcome.metrics.get("train_samples_per_second", 0.0), wall)
+    seen = trainer.state.global_step * config.batch_size * config.grad_accumulation * trainer.args.world_size
+    return TrainResult(output, metrics, len(train_set), seen, outcome.metrics.get("train_samples_per_second", 0.0), wall)
 
 
 def _position_limit(encoder) -> int:

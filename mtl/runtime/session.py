@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mtl.errors import ConfigError, DeviceUnavailableError, RuntimeLoadError
-from mtl.io_spec import GraphSpec
+from mtl.io_spec import EMBEDDING, GraphSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ class GraphSession:
         self.path = Path(path)
         self.device = device
         providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
-        options = session_options(threads or default_threads())
+        # A head is two small matmuls: one thread. A multi-thread pool per head would spin against the encoder's
+        # pool between runs, which measured 3x slower split execution on 2 cores (docs/bench.md).
+        threads = 1 if spec.input_names == [EMBEDDING] else threads or default_threads()
+        options = session_options(threads)
         if not self.path.is_file():
             raise RuntimeLoadError(f"{self.path}: graph file is missing")
         try:
