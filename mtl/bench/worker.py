@@ -25,6 +25,15 @@ HEAVY_MODULES = ("torch", "transformers", "onnxruntime")
 
 
 def peak_rss_bytes() -> int | None:
+    """This process's own peak RSS. On Linux from VmHWM, the high-water mark of the current address space:
+    getrusage's ru_maxrss survives fork + exec, so a worker spawned by a 2 GB parent would report 2 GB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows
