@@ -139,6 +139,8 @@ def _run_training(task_files, config, backbone, pooling, max_length, text_field,
         task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
         attn_implementation, callbacks=[callback],
     )
+    if not result.main_process:
+        return result
     if result.metrics:
         console.print(metrics_table("validation, best checkpoint", result.metrics))
     console.print(

@@ -178,6 +178,9 @@ def training_arguments(config: TrainConfig, has_validation: bool) -> TrainingArg
         dataloader_num_workers=config.dataloader_workers,
         dataloader_pin_memory=False,
         save_safetensors=True,
+        # Without CUDA, only an explicit CPU flag makes accelerate set up multi-CPU (gloo) DDP under torchrun;
+        # otherwise every process believes it is the only one (rank 0, no sharding, no gradient sync).
+        use_cpu=not torch.cuda.is_available(),
     )
 
 

@@ -36,6 +36,7 @@ class TrainResult:
     examples_seen: int  # examples drawn by the sampler over the run (optimizer steps x effective batch)
     examples_per_second: float
     wall_seconds: float
+    main_process: bool = True  # under torchrun, only the main process saves and reports
 
 
 def load_tasks(task_files: list[TaskFiles], text_field: str = "text", label_field: str = "label") -> list[LoadedTask]:
@@ -127,7 +128,8 @@ def train(
     if trainer.is_world_process_zero():
         save_model(model, tokenizer, output, config, metrics)
     seen = trainer.state.global_step * config.batch_size * config.grad_accumulation * trainer.args.world_size
-    return TrainResult(output, metrics, len(train_set), seen, outcome.metrics.get("train_samples_per_second", 0.0), wall)
+    return TrainResult(output, metrics, len(train_set), seen, outcome.metrics.get("train_samples_per_second", 0.0), wall,
+                       trainer.is_world_process_zero())
 
 
 def _position_limit(encoder) -> int:
