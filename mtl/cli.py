@@ -1,4 +1,4 @@
-"""`mtl-onnx`: one Typer app over training, evaluation and prediction.
+"""`mtl-onnx`: one Typer app over training, evaluation, prediction, export, benchmarking and the quickstart.
 
 The top of this module imports no torch: commands import what they need when they run, so
 `mtl-onnx --help` and the ONNX paths start fast.
@@ -6,10 +6,8 @@ The top of this module imports no torch: commands import what they need when the
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import logging
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,12 +15,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 
 from mtl.config import DEFAULT_BACKBONE, TrainConfig
 from mtl.corpus import TaskFiles, demo_task_files
-from mtl.errors import ConfigError, DataError, UserError
+from mtl.cli_bench import bench, run_quick_bench
+from mtl.cli_common import CheckpointArg, LabelField, TextField, console, setup_logging, user_errors
+from mtl.errors import ConfigError, DataError
 
 app = typer.Typer(
     name="mtl-onnx",
@@ -31,7 +30,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
 
 
 class Pooling(str, Enum):
@@ -49,33 +47,6 @@ TaskOption = Annotated[
     list[str], typer.Option("--task", "-t", help="NAME=TRAIN_FILE[,VALIDATION_FILE]; repeat for each task.")
 ]
 OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained model.")]
-TextField = Annotated[str, typer.Option(help="Name of the text field / column.")]
-LabelField = Annotated[str, typer.Option(help="Name of the label field / column.")]
-CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint folder written by `mtl-onnx train`.")]
-
-
-@contextlib.contextmanager
-def user_errors():
-    """A user's mistake becomes one red line and exit code 1; Ctrl-C exits 130. Bugs still raise."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]")
-        raise typer.Exit(130) from None
-    except Exception as err:
-        if isinstance(err, UserError):
-            # escape: messages hold literal brackets ("pip install 'mtl-onnx[gpu]'") that rich would eat as markup
-            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        raise
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)], format="%(message)s")
-    logging.getLogger("mtl").setLevel(logging.INFO)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
 
 
 @app.command()
@@ -129,7 +100,7 @@ def train(
 
 def _run_training(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
                   attn_implementation=None):
-    _setup_logging()
+    setup_logging()
     from mtl import workflow
     from mtl.display import metrics_table
     from mtl.progress import RichProgressCallback
@@ -260,15 +231,14 @@ def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool
 
     check_choices(precision, device, execution)
     if is_export_folder(model):
-        logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)],
-                            format="%(message)s")
+        setup_logging(torch_side=False)
         from mtl.runtime import Predictor
 
         return Predictor.load(model, precision, device, threads, execution, fallback_cpu=fallback_cpu)
     if (precision, device, threads, execution) != ("auto", "cpu", None, "fused"):
         raise ConfigError(f"{model}: --precision, --device, --threads and --execution apply to export folders "
                           f"(from `mtl-onnx export`); this is not one")
-    _setup_logging()
+    setup_logging()
     from mtl.predict_torch import TorchPredictor
 
     return TorchPredictor.load(model)
@@ -321,7 +291,7 @@ def export(
 
 def _run_export(checkpoint: Path, output: Path, options):
     """Export with a line per finished step, then the table of graphs and the real-data accuracy table."""
-    _setup_logging()
+    setup_logging()
     from mtl.export import export_checkpoint
     from mtl.export.report import graphs_table, real_data_table
 
@@ -367,7 +337,7 @@ def quickstart(
                 force_int8=True, overwrite=True))
         if export and bench:
             console.rule("3/3 bench: PyTorch against ONNX Runtime on this machine")
-            _run_quick_bench(model_dir, onnx_dir, output)
+            run_quick_bench(model_dir, onnx_dir, output)
         console.rule("done")
         console.print(f"checkpoint: [bold]{escape(str(model_dir))}[/bold]")
         if export:
@@ -375,113 +345,7 @@ def quickstart(
             console.print(f"next: mtl-onnx predict {escape(str(onnx_dir))} \"Stocks rallied after the rate cut.\"")
 
 
-def _run_quick_bench(model_dir: Path, onnx_dir: Path, output: Path) -> None:
-    from mtl.bench import report as bench_report
-    from mtl.bench.runner import quick_bench
-
-    with bench_report.progress_bar(console) as on_progress:
-        result = quick_bench(model_dir, onnx_dir, validation_data="demo", on_progress=on_progress)
-    _write_bench_outputs(result, output / "bench.json", output / "bench.md", None)
-    for renderable in bench_report.rich_tables(result):
-        Console().print(renderable)
-
-
-@app.command()
-def bench(
-    model: Annotated[Optional[Path], typer.Argument(
-        help="A checkpoint or an export folder (or give both with --checkpoint and --onnx).")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint folder: the PyTorch backends run on it.")] = None,
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Export folder: the ONNX Runtime backends run on it.")] = None,
-    backend: Annotated[Optional[str], typer.Option(
-        help="torch, ort, or exact backends (ort-int8, ...), comma-separated (default: all that can run).")] = None,
-    precision: Annotated[Optional[str], typer.Option(
-        help="fp32, fp32-opt, int8, fp16, bf16, comma-separated (default: cpu fp32,fp32-opt,int8; "
-             "cuda fp32,fp32-opt,fp16).")] = None,
-    mode: Annotated[str, typer.Option(help="seed (an encoder pass per task), fused, split; comma-separated.")] = (
-        "seed,fused,split"),
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(help="Threads for each backend (default: the usable cores).")] = None,
-    workload: Annotated[str, typer.Option(help="synthetic, text; comma-separated.")] = "synthetic,text",
-    batch_sizes: Annotated[str, typer.Option(help="Batch sizes of the synthetic sweep.")] = "1,8,32",
-    seq_lengths: Annotated[str, typer.Option(help="Sequence lengths of the synthetic sweep.")] = "16,64,128,256",
-    warmup: Annotated[int, typer.Option(help="Untimed calls before each measurement.")] = 2,
-    runs: Annotated[int, typer.Option(help="Timed calls per cell.")] = 10,
-    max_cell_seconds: Annotated[float, typer.Option(help="Stop a cell's timed calls after this long (3 at least).")] = 4.0,
-    corpus: Annotated[Optional[Path], typer.Option(
-        help="JSONL/CSV texts for the real-text workload (default: the bundled demo texts).")] = None,
-    text_field: TextField = "text",
-    corpus_limit: Annotated[int, typer.Option(help="Texts taken from the corpus.")] = 256,
-    text_batch_size: Annotated[int, typer.Option(help="Batch size of the real-text workload.")] = 32,
-    text_runs: Annotated[int, typer.Option(help="Timed passes over the corpus.")] = 3,
-    validation_data: Annotated[Optional[list[str]], typer.Option(
-        help="TASK=FILE of labelled examples (repeatable), or 'demo': each backend's accuracy.")] = None,
-    validation_limit: Annotated[int, typer.Option(help="Examples read per validation file.")] = 500,
-    label_field: LabelField = "label",
-    cold_start: Annotated[bool, typer.Option(
-        "--cold-start/--no-cold-start", help="Time a fresh process to its first prediction.")] = True,
-    cold_runs: Annotated[int, typer.Option(help="Cold starts per backend.")] = 1,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON (raw latencies).")] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Write the tables as Markdown.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(
-        help="Write a PNG: latency per sequence length, and speed-ups (needs matplotlib: the bench extra).")] = None,
-    in_process: Annotated[bool, typer.Option(
-        hidden=True, help="Every backend in this process (debugging; not isolated).")] = False,
-) -> None:
-    """Latency, throughput, memory, cold start and accuracy of PyTorch against ONNX Runtime on one model."""
-    with user_errors():
-        from mtl.bench import report as bench_report
-        from mtl.bench.plan import BenchOptions, assign_model_folder, parse_ints, plan_bench
-        from mtl.bench.runner import run_bench
-
-        checkpoint, onnx = assign_model_folder(model, checkpoint, onnx)
-        plan = plan_bench(BenchOptions(
-            checkpoint=checkpoint, onnx=onnx, backends=backend, precisions=precision, modes=mode, device=device,
-            threads=threads, workloads=workload, batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
-            sequence_lengths=parse_ints(seq_lengths, "--seq-lengths"), warmup=warmup, runs=runs,
-            max_cell_seconds=max_cell_seconds, corpus=corpus, text_field=text_field, corpus_limit=corpus_limit,
-            text_batch_size=text_batch_size, text_runs=text_runs,
-            validation_data=_bench_validation(validation_data),
-            validation_limit=validation_limit, label_field=label_field, cold_start=cold_start, cold_runs=cold_runs,
-            plot=plot, isolate=not in_process,
-        ))
-        logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)],
-                            format="%(message)s")
-        with bench_report.progress_bar(console) as on_progress:
-            result = run_bench(plan, on_progress)
-        _write_bench_outputs(result, json_out, markdown, plot)
-        for renderable in bench_report.rich_tables(result, outcome=False):
-            Console().print(renderable)
-        if result["interrupted"]:
-            console.print(f"[yellow]interrupted:[/yellow] kept {len(result['rows'])} finished row(s)")
-            raise typer.Exit(130)
-        if result["failed"]:
-            from mtl.errors import BenchError
-
-            raise BenchError(result["failed"])
-
-
-def _bench_validation(specs: Optional[list[str]]):
-    from mtl.bench.workloads import parse_validation_specs
-
-    return parse_validation_specs(specs or [])
-
-
-def _write_bench_outputs(result: dict, json_out: Optional[Path], markdown: Optional[Path],
-                         plot: Optional[Path]) -> None:
-    """Written whatever happened: an interrupted or failed bench still keeps the rows it finished."""
-    from mtl.bench import report as bench_report
-
-    if json_out:
-        bench_report.write_json(result, json_out)
-    if markdown:
-        bench_report.write_markdown(result, markdown)
-    if plot:
-        from mtl.bench.plot import write_plot
-
-        write_plot(result, plot)
-    for path in (json_out, markdown, plot):
-        if path:
-            console.print(f"wrote [bold]{escape(str(path))}[/bold]")
+app.command()(bench)
 
 
 if __name__ == "__main__":
