@@ -71,8 +71,11 @@ def test_runtime_matches_pytorch_on_text(arch):
 def test_fused_and_split_give_the_same_logits(arch, precision):
     fused = _load(arch, precision=precision, execution="fused").logits(TEXTS, batch_size=4)
     split = _load(arch, precision=precision, execution="split").logits(TEXTS, batch_size=4)
+    # fp16 heads accumulate in half precision, and the split head runs on one thread where the fused graph's head
+    # splits its GEMM across two: the sums differ in the last fp16 bits (seen: 4e-4 on logits of ~0.2).
+    tolerance = 2e-3 if precision == "fp16" else 1e-5
     for task in TASKS:
-        np.testing.assert_allclose(fused[task], split[task], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(fused[task], split[task], atol=tolerance, rtol=tolerance)
 
 
 def test_split_runs_only_the_requested_heads():
