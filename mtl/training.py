@@ -13,6 +13,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_pt_utils import get_parameter_names
 
 from mtl.config import ModelConfig, TrainConfig
+from mtl.errors import ConfigError
 from mtl.data import MultitaskDataset, PaddingCollator, TaskBatchSampler, task_probabilities
 from mtl.metrics import METRIC_NAMES, classification_metrics, mean_score
 from mtl.model import MultitaskModel, encoder_layer_of
@@ -193,6 +194,8 @@ def build_trainer(
     callbacks: list[TrainerCallback] = (),
 ) -> MultitaskTrainer:
     model.freeze(backbone=config.freeze_backbone, heads=config.freeze_heads)
+    if model.num_trainable_parameters() == 0:
+        raise ConfigError("every parameter is frozen, so there is nothing to train; unfreeze the backbone or a head")
     all_callbacks = list(callbacks)
     if config.progressive_unfreezing:
         all_callbacks.insert(0, ProgressiveUnfreezing(model, config))

@@ -113,9 +113,6 @@ def train(
         max_length=min(max_length, _position_limit(encoder)), input_names=encoder_input_names(encoder, tokenizer),
     )
     model = MultitaskModel(model_config, encoder)
-    model.freeze(backbone=config.freeze_backbone, heads=config.freeze_heads)
-    if model.num_trainable_parameters() == 0:
-        raise ConfigError("every parameter is frozen, so there is nothing to train; unfreeze the backbone or a head")
     train_set = MultitaskDataset([TaskExamples(t.spec.name, t.train) for t in tasks], tokenizer, model_config)
     with_validation = [TaskExamples(t.spec.name, t.validation) for t in tasks if t.validation]
     eval_set = MultitaskDataset(with_validation, tokenizer, model_config) if with_validation else None
