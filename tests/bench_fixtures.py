@@ -45,3 +45,18 @@ def tiny_args(checkpoint: Path, onnx: Path, corpus: Path) -> list[str]:
     return ["bench", "--checkpoint", str(checkpoint), "--onnx", str(onnx), "--batch-sizes", "2", "--seq-lengths",
             "8", "--warmup", "1", "--runs", "2", "--corpus", str(corpus), "--text-runs", "1",
             "--text-batch-size", "4", "--no-cold-start"]
+
+
+def interrupt_second_sweep_cell(monkeypatch) -> None:
+    """Make the ONNX Runtime runner raise KeyboardInterrupt on its second sweep cell, as a Ctrl-C would."""
+    from mtl.bench.runners import OrtRunner
+
+    original, calls = OrtRunner.sweep_call, []
+
+    def interrupt_on_second_cell(self, mode, feeds):
+        calls.append(mode)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, mode, feeds)
+
+    monkeypatch.setattr(OrtRunner, "sweep_call", interrupt_on_second_cell)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from bench_fixtures import small_corpus, tiny_args, tiny_model
+from bench_fixtures import interrupt_second_sweep_cell, small_corpus, tiny_args, tiny_model
 from typer.testing import CliRunner
 
 from mtl.cli import app
@@ -136,18 +136,8 @@ def test_missing_dependencies_name_the_extra(model, corpus, tmp_path, monkeypatc
 
 
 def test_ctrl_c_writes_the_finished_rows(model, corpus, tmp_path, monkeypatch):
-    from mtl.bench.runners import OrtRunner
-
     checkpoint, onnx = model
-    original, calls = OrtRunner.sweep_call, []
-
-    def interrupt_on_second_cell(self, mode, feeds):
-        calls.append(mode)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self, mode, feeds)
-
-    monkeypatch.setattr(OrtRunner, "sweep_call", interrupt_on_second_cell)
+    interrupt_second_sweep_cell(monkeypatch)
     out, markdown = tmp_path / "bench.json", tmp_path / "bench.md"
     result = invoke("bench", onnx, "--backend", "ort-fp32", "--mode", "seed,fused", "--workload", "synthetic",
                     "--batch-sizes", 1, "--seq-lengths", 8, "--warmup", 0, "--runs", 2, "--threads", 1,

@@ -4,7 +4,7 @@ has the tables, the PNG is written; and the Python entry points (plan, quick_ben
 import json
 
 import pytest
-from bench_fixtures import small_corpus, tiny_model
+from bench_fixtures import interrupt_second_sweep_cell, small_corpus, tiny_model
 
 from mtl.bench import report as bench_report
 from mtl.bench.plan import BenchOptions, plan_bench
@@ -80,18 +80,8 @@ def test_png_is_written(tiny_report, tmp_path):
 
 
 def test_ctrl_c_in_a_backend_keeps_the_finished_rows(monkeypatch):
-    from mtl.bench.runners import OrtRunner
-
     checkpoint, onnx = tiny_model()
-    original, calls = OrtRunner.sweep_call, []
-
-    def interrupt_on_second_cell(self, mode, feeds):
-        calls.append(mode)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self, mode, feeds)
-
-    monkeypatch.setattr(OrtRunner, "sweep_call", interrupt_on_second_cell)
+    interrupt_second_sweep_cell(monkeypatch)
     plan = plan_bench(BenchOptions(onnx=onnx, backends="ort-fp32", modes="fused", batch_sizes=(1, 2),
                                    sequence_lengths=(8,), warmup=0, runs=2, workloads="synthetic", threads=1,
                                    isolate=False))
