@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from mtl.errors import ConfigError
@@ -15,8 +13,6 @@ from mtl.errors import ConfigError
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 POOLING_MODES = ("cls", "mean")
 SAMPLING_MODES = ("uniform", "proportional", "temperature")
-MODEL_CONFIG_FILE = "config.json"
-TRAIN_CONFIG_FILE = "train_config.json"
 CONFIG_FORMAT = "mtl-onnx/model"
 
 
@@ -87,13 +83,6 @@ class ModelConfig:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["tasks"] = tuple(TaskSpec(t["name"], tuple(t["labels"])) for t in data["tasks"])
         return cls(**kwargs)
-
-    def save(self, folder: Path) -> None:
-        write_json(folder / MODEL_CONFIG_FILE, self.to_dict())
-
-    @classmethod
-    def load(cls, folder: Path) -> ModelConfig:
-        return cls.from_dict(read_json(folder / MODEL_CONFIG_FILE))
 
 
 @dataclass
@@ -179,10 +168,3 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))

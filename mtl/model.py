@@ -1,10 +1,7 @@
-"""The multi-task model: one shared Hugging Face encoder, pooling, and one MLP head per task.
+"""The multi-task model: one shared Hugging Face encoder, pooling, and one MLP head per task; and the PyTorch
+predictor over a checkpoint folder (evaluation, `predict` on a checkpoint, the PyTorch side of comparisons).
 
-Checkpoint folder (what `save_pretrained` writes and `from_pretrained` reads):
-    config.json          ModelConfig: tasks and labels in order, pooling, backbone id, input names
-    encoder/config.json  the encoder's own Hugging Face config
-    model.safetensors    every weight: `encoder.backbone.*` and `heads.<task>.*`
-    tokenizer files      whatever the tokenizer's save_pretrained writes (tokenizer.json, ...)
+`save_pretrained` writes and `from_pretrained` reads the checkpoint folder `mtl.artifacts.checkpoint` describes.
 """
 
 from __future__ import annotations
@@ -14,13 +11,23 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mtl.checkpoint import ENCODER_CONFIG_DIR, WEIGHTS_FILE, check_checkpoint, read_model_config
+from mtl.artifacts.checkpoint import (
+    ENCODER_CONFIG_DIR,
+    WEIGHTS_FILE,
+    check_checkpoint,
+    read_model_config,
+    write_model_config,
+)
+from mtl.artifacts.encoder_config import num_layers
+from mtl.artifacts.records import prediction_records
 from mtl.config import DEFAULT_BACKBONE, ModelConfig
+from mtl.data.batching import length_sorted_batches
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -84,14 +91,6 @@ def encoder_input_names(backbone: nn.Module, tokenizer) -> tuple[str, ...]:
     return tuple(names)
 
 
-def num_encoder_layers(backbone: nn.Module) -> int:
-    config = backbone.config
-    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
-        if isinstance(getattr(config, attr, None), int):
-            return getattr(config, attr)
-    raise ConfigError(f"cannot tell how many layers a {type(backbone).__name__} has")
-
-
 def encoder_layer_of(param_name: str, num_layers: int) -> int:
     """Depth of an encoder parameter: -1 for embeddings, i for transformer layer i, and
     `num_layers` for what sits above every layer (final norms, relative-position tables)."""
@@ -110,7 +109,7 @@ class SentenceEncoder(nn.Module):
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.hidden_size = backbone.config.hidden_size
-        self.num_layers = num_encoder_layers(backbone)
+        self.num_layers = num_layers(backbone.config.to_dict())
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
@@ -209,7 +208,7 @@ class MultitaskModel(nn.Module):
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
-        self.model_config.save(folder)  # last: a folder with config.json is complete
+        write_model_config(folder, self.model_config)  # last: a folder with config.json is complete
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> MultitaskModel:
@@ -226,3 +225,41 @@ class MultitaskModel(nn.Module):
             reason = str(err).splitlines()[0]
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot load the weights ({reason})") from None
         return model.eval()
+
+
+class TorchPredictor:
+    def __init__(self, model: MultitaskModel, tokenizer):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config: ModelConfig = model.model_config
+
+    @classmethod
+    def load(cls, checkpoint: Path) -> TorchPredictor:
+        folder = check_checkpoint(checkpoint)
+        return cls(MultitaskModel.from_pretrained(folder), load_tokenizer(str(folder)))
+
+    def check_tasks(self, tasks: list[str] | None) -> list[str]:
+        names = list(self.config.task_names)
+        unknown = [t for t in tasks or [] if t not in names]
+        if unknown:
+            raise ConfigError(f"unknown task {unknown[0]!r}; valid: {', '.join(names)}")
+        return list(tasks) if tasks else names
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str], tasks: list[str] | None = None, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Every requested task's logits, (len(texts), n_labels) each, in input order. One encoder pass per batch."""
+        tasks = self.check_tasks(tasks)
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)
+        out = {t: np.zeros((len(texts), len(self.config.task(t).labels)), dtype=np.float32) for t in tasks}
+        for rows in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+            batch = self.tokenizer.pad(
+                {name: [encoded[name][i] for i in rows] for name in self.config.input_names}, return_tensors="pt"
+            )
+            logits = self.model.logits_by_task(**dict(batch))
+            for task in tasks:
+                out[task][rows] = logits[task].float().numpy()
+        return out
+
+    def predict(self, texts: list[str], tasks: list[str] | None = None, batch_size: int = 64) -> list[dict]:
+        logits = self.logits(texts, tasks, batch_size)
+        return prediction_records(logits, {t: self.config.task(t).labels for t in logits})

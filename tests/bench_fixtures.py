@@ -18,9 +18,8 @@ atexit.register(shutil.rmtree, _root, ignore_errors=True)
 @functools.lru_cache(maxsize=None)
 def tiny_model() -> tuple[Path, Path]:
     """(checkpoint folder, export folder)."""
-    from conftest import make_model, save_tiny_backbone
-
     from mtl.export import ExportOptions, export_checkpoint
+    from tests.conftest import make_model, save_tiny_backbone
 
     backbone = save_tiny_backbone("bert", _root / "backbone")
     model, tokenizer = make_model(backbone)
@@ -49,7 +48,7 @@ def tiny_args(checkpoint: Path, onnx: Path, corpus: Path) -> list[str]:
 
 def interrupt_second_sweep_cell(monkeypatch) -> None:
     """Make the ONNX Runtime runner raise KeyboardInterrupt on its second sweep cell, as a Ctrl-C would."""
-    from mtl.bench.runners import OrtRunner
+    from mtl.bench.engines import OrtRunner
 
     original, calls = OrtRunner.sweep_call, []
 

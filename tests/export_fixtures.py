@@ -133,7 +133,7 @@ def minilm_checkpoint(per_task: int = 96) -> Path:
     import torch
 
     from mtl.config import DEFAULT_BACKBONE, ModelConfig, TaskSpec
-    from mtl.corpus import demo_task_files, label_set, read_examples
+    from mtl.data.files import demo_task_files, label_set, read_examples
     from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
 
     torch.manual_seed(0)
@@ -158,7 +158,7 @@ def minilm_checkpoint(per_task: int = 96) -> Path:
 
 def demo_validation_files(limit: int = 250) -> dict[str, Path]:
     """The first `limit` rows of each bundled demo validation file."""
-    from mtl.corpus import demo_task_files
+    from mtl.data.files import demo_task_files
 
     folder = scratch("demo-validation")
     files = {}

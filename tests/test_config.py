@@ -1,5 +1,6 @@
 import pytest
 
+from mtl.artifacts.checkpoint import read_model_config, write_model_config
 from mtl.config import ModelConfig, TaskSpec, TrainConfig
 from mtl.errors import ConfigError
 
@@ -9,8 +10,8 @@ def test_model_config_round_trips_through_json(tmp_path):
         tasks=(TaskSpec("topic", ("a", "b", "c")), TaskSpec("sentiment", ("neg", "pos"))),
         backbone="some/model", pooling="mean", max_length=64, input_names=("input_ids", "attention_mask"),
     )
-    config.save(tmp_path)
-    assert ModelConfig.load(tmp_path) == config
+    write_model_config(tmp_path, config)
+    assert read_model_config(tmp_path) == config
 
 
 @pytest.mark.parametrize(

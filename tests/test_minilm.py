@@ -4,8 +4,9 @@ import json
 
 from typer.testing import CliRunner
 
+from mtl.artifacts.checkpoint import read_model_config
 from mtl.cli import app
-from mtl.config import DEFAULT_BACKBONE, ModelConfig
+from mtl.config import DEFAULT_BACKBONE
 
 
 def test_quickstart_smoke_run_on_the_real_minilm(tmp_path):
@@ -13,7 +14,7 @@ def test_quickstart_smoke_run_on_the_real_minilm(tmp_path):
     result = CliRunner().invoke(app, ["quickstart", "--output", str(output), "--max-steps", "2", "--no-bench"])
     assert result.exit_code == 0, result.output
     model, onnx = output / "model", output / "onnx"
-    config = ModelConfig.load(model)
+    config = read_model_config(model)
     assert config.backbone == DEFAULT_BACKBONE
     assert config.input_names == ("input_ids", "token_type_ids", "attention_mask")
     metrics = json.loads((model / "metrics.json").read_text())["validation"]

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from conftest import ARCHITECTURES, demo_texts, encode, make_model
 
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
 from mtl.model import MultitaskModel, load_backbone
+from tests.conftest import ARCHITECTURES, demo_texts, encode, make_model
 
 TEXTS = demo_texts(8)[:6]
 

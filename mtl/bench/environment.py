@@ -1,5 +1,5 @@
 """Where a benchmark ran: CPU model and the instruction sets that matter for int8/bf16, cores, GPU and driver,
-library versions and ONNX Runtime's execution providers. Imports no torch: versions come from package metadata."""
+library versions (`mtl.artifacts.environment`) and ONNX Runtime's execution providers. Imports no torch."""
 
 from __future__ import annotations
 
@@ -7,23 +7,14 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from mtl.artifacts.environment import library_versions, usable_cores
 
 # The flags that decide which kernels ONNX Runtime and PyTorch pick (VNNI: fast int8 dot products).
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
              "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp", "sve")
-PACKAGES = ("mtl-onnx", "numpy", "onnxruntime", "onnxruntime-gpu", "tokenizers", "onnx", "torch", "transformers",
-            "matplotlib")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (taskset and container limits shrink this below the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
@@ -82,16 +73,6 @@ def gpu_info() -> list[dict[str, str]]:
             gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2],
                          "compute_capability": parts[3] if len(parts) > 3 else ""})
     return gpus
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def ort_providers() -> list[str]:

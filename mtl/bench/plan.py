@@ -8,18 +8,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtl.bench.backends import (
-    INSTALL, Backend, check_dependencies, offline_fused, check_device, module_available, modes_for, parse_backends,
-    parse_modes, parse_precisions, resolve_backends, split_list,
+from mtl.artifacts.checkpoint import (
+    ENCODER_CONFIG_DIR,
+    MODEL_CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_checkpoint,
+    read_model_config,
 )
-from mtl.bench.environment import ort_providers, usable_cores
+from mtl.artifacts.environment import usable_cores
+from mtl.artifacts.jsonfile import read_json
+from mtl.bench.backends import (
+    INSTALL,
+    Backend,
+    check_dependencies,
+    check_device,
+    modes_for,
+    module_available,
+    offline_fused,
+    parse_backends,
+    parse_modes,
+    parse_precisions,
+    resolve_backends,
+    split_list,
+)
+from mtl.bench.environment import ort_providers
 from mtl.bench.stats import EncoderDims
 from mtl.bench.workloads import (
-    DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS, Shape, check_batch_size, demo_validation_files, load_corpus,
-    load_validation, sweep_shapes,
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_SEQUENCE_LENGTHS,
+    Shape,
+    check_batch_size,
+    demo_validation_files,
+    load_corpus,
+    load_validation,
+    sweep_shapes,
 )
-from mtl.config import MODEL_CONFIG_FILE, ModelConfig, read_json
-from mtl.checkpoint import WEIGHTS_FILE, check_checkpoint
+from mtl.config import ModelConfig
 from mtl.errors import BenchError, CheckpointError, ConfigError, MissingDependencyError
 
 WORKLOADS = ("synthetic", "text")
@@ -85,7 +109,7 @@ class BenchPlan:
 
 def classify_model_folder(path: Path) -> str:
     """'onnx' for an export folder, 'checkpoint' for a training checkpoint; a one-line error otherwise."""
-    from mtl.runtime.manifest import is_export_folder
+    from mtl.artifacts.manifest import is_export_folder
 
     path = Path(path)
     if not path.is_dir():
@@ -179,13 +203,13 @@ def _model(options: BenchOptions) -> tuple[ModelConfig, EncoderDims, tuple[str, 
     if options.checkpoint is not None:
         folder = check_checkpoint(Path(options.checkpoint))
         try:
-            config = ModelConfig.load(folder)
-            dims = EncoderDims.from_config(read_json(folder / "encoder" / "config.json"))
+            config = read_model_config(folder)
+            dims = EncoderDims.from_config(read_json(folder / ENCODER_CONFIG_DIR / "config.json"))
         except (KeyError, TypeError, ValueError) as err:  # ConfigError is a ValueError too: keep its message
             detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
             raise CheckpointError(f"{folder}: unreadable model or encoder config ({detail})") from None
     if options.onnx is not None:
-        from mtl.runtime.manifest import load_manifest
+        from mtl.artifacts.manifest import load_manifest
 
         manifest = load_manifest(Path(options.onnx))
         if config is not None and _tasks(config) != _tasks(manifest.model_config()):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl.errors import ConfigError
+from mtl.artifacts.encoder_config import first_int, num_layers, position_limit
 
 PERCENTILES = (50, 90, 99)
 # The baseline every speed-up is measured against: eager PyTorch fp32 routed the seed's way (one encoder pass
@@ -44,33 +44,18 @@ class EncoderDims:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EncoderDims:
         """Reads BERT-style names and DistilBERT's own (dim, n_layers, hidden_dim)."""
-        def first(*names: str, default: int | None = None) -> int:
-            for name in names:
-                if isinstance(config.get(name), int):
-                    return int(config[name])
-            if default is None:
-                raise ConfigError(f"the encoder config has none of {', '.join(names)}; cannot size the model")
-            return default
-
-        hidden = first("hidden_size", "dim", "d_model")
+        hidden = first_int(config, "hidden_size", "dim", "d_model")
         return cls(
             hidden=hidden,
-            layers=first("num_hidden_layers", "n_layers", "num_layers"),
-            intermediate=first("intermediate_size", "hidden_dim", "ffn_dim", default=4 * hidden),
-            max_positions=_position_limit(config, first("max_position_embeddings", "n_positions", default=512)),
-            vocab_size=first("vocab_size"),
+            layers=num_layers(config),
+            intermediate=first_int(config, "intermediate_size", "hidden_dim", "ffn_dim", default=4 * hidden),
+            max_positions=position_limit(config),
+            vocab_size=first_int(config, "vocab_size"),
             model_type=str(config.get("model_type", "")),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _position_limit(config: dict[str, Any], max_positions: int) -> int:
-    # RoBERTa-family encoders start positions at pad_token_id + 1, so 514 position embeddings hold 512 tokens.
-    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        return max_positions - int(config.get("pad_token_id", 1)) - 1
-    return max_positions
 
 
 def encoder_flops(dims: EncoderDims, batch: int, sequence: int) -> float:

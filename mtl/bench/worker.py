@@ -67,7 +67,7 @@ def execute(job: dict[str, Any], emit: Emit) -> None:
 
 def bench(job: dict[str, Any], emit: Emit) -> None:
     from mtl.bench.backends import Backend
-    from mtl.bench.runners import open_runner
+    from mtl.bench.engines import open_runner
 
     backend = Backend.from_dict(job["backend"])
     started = time.perf_counter()
@@ -120,7 +120,7 @@ def cold_start(job: dict[str, Any], emit: Emit) -> None:
     """What `mtl-onnx predict MODEL "text"` does in a fresh process: import, load, predict one text. The parent
     times it from spawn to this process's first output line."""
     from mtl.bench.backends import Backend
-    from mtl.bench.runners import import_engine, open_runner
+    from mtl.bench.engines import import_engine, open_runner
 
     backend = Backend.from_dict(job["backend"])
     started = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl.config import ModelConfig
-from mtl.corpus import DEMO_TASKS, check_labels, demo_task_files, read_examples
+from mtl.data.files import DEMO_TASKS, check_labels, demo_task_files, parse_named_files, read_examples
 from mtl.errors import ConfigError, DataError
 
 # Sized for a 2-core CPU: the largest cell (32 x 256 tokens) takes about a second per call there.
@@ -87,9 +87,7 @@ def demo_validation_files(config: ModelConfig) -> dict[str, Path]:
 
 def parse_validation_specs(specs: list[str]) -> dict[str, Path] | str:
     """`TASK=FILE` strings (as `mtl-onnx export` takes them), or the single word `demo`."""
-    from mtl.export.options import parse_validation_data
-
-    return "demo" if specs == ["demo"] else parse_validation_data(specs)
+    return "demo" if specs == ["demo"] else parse_named_files(specs, "--validation-data", "TASK=FILE")
 
 
 def load_validation(files: dict[str, Path], config: ModelConfig, limit: int | None, text_field: str = "text",

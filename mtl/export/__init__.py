@@ -6,9 +6,9 @@ loading PyTorch.
 
 from __future__ import annotations
 
-from mtl.export.options import ExportOptions, parse_precisions, parse_validation_data
+from mtl.export.options import ExportOptions, parse_precisions
 
-__all__ = ["ExportOptions", "export_checkpoint", "parse_precisions", "parse_validation_data"]
+__all__ = ["ExportOptions", "export_checkpoint", "parse_precisions"]
 
 
 def __getattr__(name: str):

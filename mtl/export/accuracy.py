@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl.config import ModelConfig
-from mtl.corpus import Example, check_labels, read_examples
+from mtl.data.files import Example, check_labels, read_examples
 
 
 def load_validation_data(files: dict[str, Path], config: ModelConfig, text_field: str = "text",

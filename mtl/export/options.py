@@ -5,25 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mtl.artifacts.manifest import PRECISIONS
 from mtl.errors import ConfigError
-from mtl.runtime.manifest import PRECISIONS
 
 DEFAULT_OPSET = 17  # LayerNormalization is native from 17; ORT >= 1.14 runs it everywhere
 OPSETS = range(14, 21)  # 14: the first with every op attention needs; 20: the TorchScript exporter's newest
 INT8_TARGETS = ("auto", "avx512_vnni", "avx2", "arm64")
-
-
-def parse_validation_data(specs: list[str]) -> dict[str, Path]:
-    """`TASK=FILE` strings from the command line."""
-    files = {}
-    for spec in specs:
-        task, sep, path = spec.partition("=")
-        if not sep or not task or not path:
-            raise ConfigError(f"bad --validation-data {spec!r}: expected TASK=FILE")
-        if task in files:
-            raise ConfigError(f"--validation-data names task {task!r} twice")
-        files[task] = Path(path)
-    return files
+TRITON_DEVICES = ("cpu", "gpu")  # Triton's instance kinds (KIND_CPU, KIND_GPU)
 
 
 def parse_precisions(text: str) -> tuple[str, ...]:

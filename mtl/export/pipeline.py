@@ -6,28 +6,33 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from mtl.artifacts.checkpoint import check_checkpoint, read_model_config
+from mtl.artifacts.environment import library_versions, usable_cores
+from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
+from mtl.artifacts.manifest import Manifest, Variant, VariantFiles, is_export_folder
+from mtl.artifacts.publish import check_target, staged
 from mtl.config import ModelConfig
-from mtl.errors import CheckpointError, DeviceUnavailableError, ExportValidationError, UserError
+from mtl.errors import CheckpointError, DeviceUnavailableError, ExportError, ExportValidationError, UserError
 from mtl.export.accuracy import accuracy_report, int8_problems, load_validation_data
-from mtl.export.folder import (
-    check_output, check_tokenizer, library_versions, publish, staging_folder, write_tokenizer,
-)
-from mtl.export.onnx_export import export_fp32_graphs, variant_file
+from mtl.export.graphs import export_fp32_graphs, variant_file
 from mtl.export.options import ExportOptions
+from mtl.export.tokenizer import check_tokenizer, write_tokenizer
 from mtl.export.validate import (
-    TOLERANCES, TokenSource, check_variant, example_inputs, sequence_lengths, torch_references, validation_cases,
+    TOLERANCES,
+    TokenSource,
+    check_variant,
+    example_inputs,
+    sequence_lengths,
+    torch_references,
+    validation_cases,
 )
 from mtl.export.variants import Int8Settings, convert_fp16, int8_settings, optimize_if_faster, quantize_int8
-from mtl.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
-from mtl.checkpoint import check_checkpoint, read_model_config
-from mtl.runtime.manifest import Manifest, Variant, VariantFiles
-from mtl.runtime.session import CUDA_PROVIDER, default_threads
+from mtl.runtime.session import CUDA_PROVIDER
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +80,18 @@ def export_checkpoint(checkpoint: Path, output: Path, options: ExportOptions | N
     started = time.perf_counter()
     options = (options or ExportOptions()).checked()
     output = Path(output)
-    check_output(output, options.overwrite)
+    check_target(output, "export", is_export_folder, options.overwrite, ExportError)
     folder = check_checkpoint(checkpoint)
     config = read_model_config(folder)
     data = load_validation_data(options.validation_data, config, options.text_field, options.label_field)
     int8 = int8_settings(options.int8_target, options.per_channel) if "int8" in options.precisions else None
-    threads = options.threads or default_threads()
+    threads = options.threads or usable_cores()
     steps = _Steps(on_step)
     with steps("loaded the checkpoint"):
         model, tokenizer = _load_model(folder, threads)
     check_tokenizer(tokenizer)
-    staging = staging_folder(output)
-    try:
+    with staged(output) as staging:
         manifest, notes = _build(model, tokenizer, config, staging, options, int8, data, threads, steps)
-        publish(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportResult(output, manifest, _rows(output, manifest), notes, time.perf_counter() - started)
 
 

@@ -20,9 +20,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtl.artifacts.io_spec import TensorSpec, logits_name
+from mtl.artifacts.manifest import PRECISION_CHOICES, Manifest, choose_precision, load_manifest
 from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError
-from mtl.io_spec import TensorSpec, logits_name
-from mtl.runtime.manifest import Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,6 @@ def write_triton_repository(export_folder: Path, target: Path, model_name: str =
 
 
 def _choose_precision(manifest: Manifest, folder: Path, precision: str, device: str) -> str:
-    from mtl.runtime.predictor import PRECISION_CHOICES, choose_precision
 
     if precision not in PRECISION_CHOICES:
         raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtl.export.wrappers import EncoderGraph
-from mtl.io_spec import EMBEDDING, logits_name
+from mtl.artifacts.io_spec import EMBEDDING, logits_name
+from mtl.artifacts.manifest import VariantFiles
+from mtl.export.graphs import EncoderGraph
 from mtl.model import MultitaskModel
-from mtl.runtime.manifest import VariantFiles
 from mtl.runtime.session import CPU_PROVIDER, GraphSession
 
 BATCH_SIZES = (1, 2, 8)

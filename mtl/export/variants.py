@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from mtl.artifacts.io_spec import GraphSpec
 from mtl.errors import ConfigError
 from mtl.export.options import INT8_TARGETS
-from mtl.io_spec import GraphSpec
 from mtl.runtime.session import GraphSession
 
 log = logging.getLogger(__name__)

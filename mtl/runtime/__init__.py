@@ -1,6 +1,6 @@
 """Running an exported model: tokenizers + onnxruntime + numpy, no torch, no transformers.
 
-`Predictor` is imported on first use, so that reading a manifest (`mtl.runtime.manifest`) does not load
+`Predictor` is imported on first use, so that reading a manifest (`mtl.artifacts.manifest`) does not load
 onnxruntime.
 """
 

@@ -8,44 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl.artifacts.environment import usable_cores
+from mtl.artifacts.io_spec import EMBEDDING, ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec, logits_name
+from mtl.artifacts.manifest import Manifest, check_choices, choose_precision, load_manifest
+from mtl.artifacts.records import prediction_records
 from mtl.config import ModelConfig
+from mtl.data.batching import length_sorted_batches
 from mtl.errors import ConfigError
-from mtl.io_spec import EMBEDDING, ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec, logits_name
-from mtl.predictions import length_sorted_batches, prediction_records
-from mtl.runtime.manifest import PRECISIONS, Manifest, load_manifest
-from mtl.runtime.session import DEVICES, GraphSession, default_threads, resolve_device
+from mtl.runtime.session import GraphSession, resolve_device
 from mtl.runtime.tokenizer import TextEncoder
 
 log = logging.getLogger(__name__)
 
-PRECISION_CHOICES = ("auto", *PRECISIONS)
-EXECUTIONS = ("fused", "split")
 DEFAULT_BATCH_SIZE = 32
-# What "auto" picks, best first, per device: int8 is the CPU variant, fp16 the GPU one.
-AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
-
-
-def check_choices(precision: str = "auto", device: str = "cpu", execution: str = "fused") -> None:
-    """Reject an unknown choice before anything is loaded, naming the valid ones."""
-    for what, value, valid in (("precision", precision, PRECISION_CHOICES), ("device", device, DEVICES),
-                               ("execution", execution, EXECUTIONS)):
-        if value not in valid:
-            raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
-
-
-def choose_precision(manifest: Manifest, folder: Path, precision: str, device: str) -> str:
-    """The variant to run: `precision` itself if exported, or for "auto" the best one present for `device`."""
-    check_choices(precision, device)
-    present = list(manifest.variants)
-    if precision == "auto":
-        return next(p for p in AUTO_PRECISION[device] + tuple(present) if p in present)
-    if precision not in present:
-        raise ConfigError(f"precision {precision!r} was not exported to {folder} (present: {', '.join(present)}); "
-                          f"export it with `mtl-onnx export --precision ...`")
-    built_for = manifest.variants[precision].device
-    if built_for not in ("any", device):
-        log.info("the %s variant is built for %s, not %s: expect it to be slow", precision, built_for, device)
-    return precision
 
 
 class Predictor:
@@ -82,7 +57,7 @@ class Predictor:
         device = resolve_device(device, fallback_cpu)
         manifest = load_manifest(folder)
         chosen = choose_precision(manifest, Path(folder), precision, device)
-        return cls(Path(folder), manifest, chosen, device, threads or default_threads(), execution, batch_size)
+        return cls(Path(folder), manifest, chosen, device, threads or usable_cores(), execution, batch_size)
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from mtl.artifacts.environment import usable_cores
+from mtl.artifacts.io_spec import EMBEDDING, GraphSpec
+from mtl.artifacts.manifest import DEVICES
 from mtl.errors import ConfigError, DeviceUnavailableError, RuntimeLoadError
-from mtl.io_spec import EMBEDDING, GraphSpec
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
-
-
-def default_threads() -> int:
-    """The cores this process may use (not the machine's count: containers and taskset limit it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def resolve_device(device: str, fallback_cpu: bool = False) -> str:
@@ -66,7 +58,7 @@ class GraphSession:
         providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
         # A head is two small matmuls: one thread. A multi-thread pool per head would spin against the encoder's
         # pool between runs, which measured 3x slower split execution on 2 cores (docs/bench.md).
-        threads = 1 if spec.input_names == [EMBEDDING] else threads or default_threads()
+        threads = 1 if spec.input_names == [EMBEDDING] else threads or usable_cores()
         options = session_options(threads)
         if not self.path.is_file():
             raise RuntimeLoadError(f"{self.path}: graph file is missing")

@@ -1,0 +1,91 @@
+"""`mtl-onnx export`: checkpoint -> validated ONNX folder (and optionally a Triton model repository), with a line
+per finished step and the summary tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mtl.cli.options import (
+    CheckpointArg,
+    Int8Target,
+    LabelField,
+    Precision,
+    TextField,
+    TritonDevice,
+    console,
+    setup_logging,
+    user_errors,
+)
+
+
+def export(
+    checkpoint: CheckpointArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the export; written only once validated.")],
+    precision: Annotated[str, typer.Option(help="Comma-separated variants: fp32 (always made), int8 (CPU), fp16 (GPU).")] = "fp32",
+    optimize: Annotated[bool, typer.Option(help="ONNX Runtime transformer fusion, kept only where measured faster.")] = False,
+    validation_data: Annotated[Optional[list[str]], typer.Option(
+        help="TASK=FILE of labelled examples: each variant's accuracy next to fp32's; repeatable.")] = None,
+    max_int8_drop: Annotated[float, typer.Option(help="Refuse int8 if any task loses more accuracy points.")] = 1.0,
+    force_int8: Annotated[bool, typer.Option(help="Keep int8 even when it loses more than --max-int8-drop.")] = False,
+    int8_target: Annotated[Int8Target, typer.Option(help="The CPU family int8 is tuned for.")] = "auto",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Int8 weight scales.")] = True,
+    opset: Annotated[int, typer.Option(min=14, max=20, help="ONNX opset.")] = 17,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for PyTorch and ONNX Runtime.")] = None,
+    text_field: TextField = "text",
+    label_field: LabelField = "label",
+    overwrite: Annotated[bool, typer.Option(help="Replace an export already in --output.")] = False,
+    triton: Annotated[Optional[Path], typer.Option(help="Also write a Triton Inference Server model repository here.")] = None,
+    triton_device: Annotated[TritonDevice, typer.Option(help="Where Triton runs the model.")] = "cpu",
+    triton_precision: Annotated[Precision, typer.Option(help="Variant Triton serves (auto: int8 on cpu, fp16 on gpu).")] = "auto",
+) -> None:
+    """Export a checkpoint to ONNX: the encoder, one head per task and the fused model, each validated against
+    PyTorch on several shapes before anything is written."""
+    with user_errors():
+        from mtl.data.files import parse_named_files
+        from mtl.export.options import ExportOptions, parse_precisions
+
+        options = ExportOptions(
+            precisions=parse_precisions(precision), optimize=optimize, opset=opset,
+            validation_data=parse_named_files(validation_data or [], "--validation-data", "TASK=FILE"), text_field=text_field,
+            label_field=label_field, max_int8_drop=max_int8_drop, force_int8=force_int8, int8_target=int8_target.value,
+            per_channel=per_channel, threads=threads, overwrite=overwrite,
+        ).checked()
+        if triton is not None:
+            from mtl.export.triton import triton_config_module
+
+            triton_config_module()  # a missing `triton` extra fails now, not after a long export
+        result = run_export(checkpoint, output, options)
+        if triton is not None:
+            from mtl.export.triton import write_triton_repository
+
+            model = write_triton_repository(result.output, triton, device=triton_device.value, precision=triton_precision.value,
+                                            overwrite=overwrite)
+            console.print(f"Triton model repository in [bold]{escape(str(model))}[/bold] (config.pbtxt validated)")
+
+
+def run_export(checkpoint: Path, output: Path, options):
+    """Export with a line per finished step, then the table of graphs and the real-data accuracy table."""
+    setup_logging()
+    from mtl.cli.tables import graphs_table, real_data_table
+    from mtl.export import export_checkpoint
+
+    def step_done(message: str, seconds: float) -> None:
+        console.print(f"[green]✓[/green] {escape(message)} [dim]({seconds:.1f} s)[/dim]", highlight=False)
+
+    with console.status("exporting"):
+        result = export_checkpoint(checkpoint, output, options, on_step=step_done)
+    Console().print(graphs_table(result))
+    accuracy = real_data_table(result)
+    if accuracy is not None:
+        Console().print(accuracy)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    console.print(f"exported to [bold]{escape(str(result.output))}[/bold] in {result.seconds:.0f} s")
+    return result
+
+

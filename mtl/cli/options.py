@@ -1,0 +1,76 @@
+"""What every `mtl-onnx` command shares: the stderr console, the user-error guard, logging, and the option types
+(`Annotated` aliases, and a `str` Enum for every choice, built from the library's own list of valid values so the
+two cannot drift). Imports nothing heavy."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from mtl.artifacts.manifest import DEVICES, EXECUTIONS, PRECISION_CHOICES
+from mtl.config import POOLING_MODES, SAMPLING_MODES
+from mtl.errors import UserError
+from mtl.export.options import INT8_TARGETS, TRITON_DEVICES
+
+console = Console(stderr=True)  # stdout carries results (JSON lines, tables); messages go to stderr
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
+
+
+Pooling = _choices("Pooling", POOLING_MODES)
+Sampling = _choices("Sampling", SAMPLING_MODES)
+Precision = _choices("Precision", PRECISION_CHOICES)
+Device = _choices("Device", DEVICES)
+Execution = _choices("Execution", EXECUTIONS)
+Int8Target = _choices("Int8Target", INT8_TARGETS)
+TritonDevice = _choices("TritonDevice", TRITON_DEVICES)
+
+TextField = Annotated[str, typer.Option(help="Name of the text field / column.")]
+LabelField = Annotated[str, typer.Option(help="Name of the label field / column.")]
+CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint folder written by `mtl-onnx train`.")]
+ModelArg = Annotated[Path, typer.Argument(
+    help="A checkpoint folder (PyTorch) or an export folder from `mtl-onnx export` (ONNX Runtime, no torch).")]
+PrecisionOption = Annotated[Precision, typer.Option(
+    help="Export folders: the variant to run (auto: int8 on CPU, fp16 on CUDA, where exported).")]
+DeviceOption = Annotated[Device, typer.Option(help="Export folders: where ONNX Runtime runs.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    min=1, help="Export folders: intra-op threads (default: the usable cores).")]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Texts per inference batch.")]
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A user's mistake becomes one red line and exit code 1; Ctrl-C exits 130. Bugs still raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        raise typer.Exit(130) from None
+    except Exception as err:
+        if isinstance(err, UserError):
+            # escape: messages hold literal brackets ("pip install 'mtl-onnx[gpu]'") that rich would eat as markup
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        raise
+
+
+def setup_logging(torch_side: bool = True) -> None:
+    """Library logs through rich on stderr; transformers' own chatter only on errors (it is imported only on
+    the PyTorch side, so the ONNX paths stay light)."""
+    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)],
+                        format="%(message)s")
+    logging.getLogger("mtl").setLevel(logging.INFO)
+    if torch_side:
+        import transformers
+
+        transformers.logging.set_verbosity_error()

@@ -1,0 +1,67 @@
+"""Rich tables the CLI prints (no torch: the ONNX paths use them too): per-task metrics, and the export summary
+(every graph file with its size and how it compared with PyTorch; each variant's accuracy on real data)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from mtl.evaluate import METRIC_NAMES
+
+
+def metrics_table(title: str, per_task: dict[str, dict[str, float]]) -> Table:
+    """Accuracy, macro-F1 and macro-recall per task, in percent."""
+    table = Table(title=title)
+    table.add_column("task")
+    for name in METRIC_NAMES:
+        table.add_column(name.replace("_", "-"), justify="right")
+    for task, values in per_task.items():
+        table.add_row(task, *(f"{100 * values[m]:.2f}" for m in METRIC_NAMES))
+    return table
+
+
+def graphs_table(result) -> Table:
+    variants = result.manifest.variants
+    table = Table(title=f"export: {result.output}", caption=_caption(variants))
+    for name, justify in (("graph", "left"), ("variant", "left"), ("file", "left"), ("size", "right"),
+                          ("max |diff|", "right")):
+        table.add_column(name, justify=justify)
+    for row in result.rows:
+        table.add_row(row.graph, row.precision, row.file + (" (shared)" if row.shared else ""),
+                      _size(row.size_bytes), "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.1e}")
+    return table
+
+
+def _caption(variants) -> str:
+    parts = []
+    for precision, variant in variants.items():
+        validation = variant.validation
+        tolerance = validation.get("tolerance")
+        check = f"allclose atol {tolerance['atol']:g}" if tolerance else "shapes, finite"
+        parts.append(f"{precision}: {check} on {len(validation['cases'])} shapes, passed")
+    return "max |diff| vs PyTorch; " + "; ".join(parts)
+
+
+def real_data_table(result) -> Table | None:
+    variants = result.manifest.variants
+    if not any("real_data" in v.validation for v in variants.values()):
+        return None
+    table = Table(title="accuracy on --validation-data", caption="other variants: accuracy (drop in points, "
+                                                                    "argmax agreement with fp32)")
+    table.add_column("task")
+    table.add_column("examples", justify="right")
+    for precision in variants:
+        table.add_column(precision, justify="right")
+    for task in variants["fp32"].validation["real_data"]:
+        figures = {p: v.validation["real_data"][task] for p, v in variants.items()}
+        cells = [task, str(figures["fp32"]["examples"])]
+        for precision, f in figures.items():
+            cell = f"{100 * f['accuracy']:.1f}%"
+            if precision != "fp32":
+                cell += f" ({0.0 - f['drop_points']:+.1f}, {100 * f['agreement_with_fp32']:.1f}%)"
+            cells.append(cell)
+        table.add_row(*cells)
+    return table
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"

@@ -1,0 +1,145 @@
+"""The tokenized multi-task dataset, its padding collator, and task sampling for training batches."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from mtl.config import ModelConfig
+from mtl.data.files import Example
+from mtl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TaskExamples:
+    """One task's examples (labels already checked against the task's label set)."""
+
+    task: str
+    examples: list[Example]
+
+
+class MultitaskDataset(Dataset):
+    """Every task's examples, tokenized once, laid end to end: task 0's first, then task 1's, ...
+
+    An item is a dict of token id lists plus `labels` (class index within its task) and `task_ids`.
+    """
+
+    def __init__(self, tasks: list[TaskExamples], tokenizer, config: ModelConfig):
+        self.items: list[dict] = []
+        self.task_sizes: list[int] = []
+        for part in tasks:
+            spec = config.task(part.task)
+            task_id = config.task_names.index(part.task)
+            label_index = {label: i for i, label in enumerate(spec.labels)}
+            encoded = tokenize([e.text for e in part.examples], tokenizer, config)
+            for i, example in enumerate(part.examples):
+                item = {name: encoded[name][i] for name in config.input_names}
+                item["labels"] = label_index[example.label]
+                item["task_ids"] = task_id
+                self.items.append(item)
+            self.task_sizes.append(len(part.examples))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def tokenize(texts: list[str], tokenizer, config: ModelConfig) -> dict[str, list[list[int]]]:
+    """Token ids without padding (the collator pads each batch to its own longest row)."""
+    return tokenizer(texts, truncation=True, max_length=config.max_length, padding=False)
+
+
+class PaddingCollator:
+    """Pads a batch to its longest row; labels and task ids become 1-d long tensors."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(item["input_ids"]) for item in items)
+        batch = {}
+        for key in items[0]:
+            if key in ("labels", "task_ids"):
+                batch[key] = torch.tensor([item[key] for item in items], dtype=torch.long)
+                continue
+            pad = self.pad_token_id if key == "input_ids" else 0
+            rows = [item[key] + [pad] * (longest - len(item[key])) for item in items]
+            batch[key] = torch.tensor(rows, dtype=torch.long)  # (batch, longest)
+        return batch
+
+
+def task_probabilities(sizes: list[int], mode: str, temperature: float = 2.0) -> np.ndarray:
+    """Probability of drawing each task: uniform, proportional to its size, or p ∝ n^(1/T)."""
+    counts = np.asarray(sizes, dtype=np.float64)
+    if mode == "uniform":
+        weights = np.ones_like(counts)
+    elif mode == "proportional":
+        weights = counts
+    elif mode == "temperature":
+        weights = counts ** (1.0 / temperature)
+    else:
+        raise ConfigError(f"unknown sampling {mode!r}; valid: uniform, proportional, temperature")
+    return weights / weights.sum()
+
+
+class TaskBatchSampler(Sampler[list[int]]):
+    """Yields batches of dataset indices, drawing tasks with the given probabilities.
+
+    Mixed batches draw a task per example; single-task batches draw one task per batch. Within a task,
+    examples come from a reshuffled cycle, so proportional sampling sees every example once an epoch.
+    The draw depends only on (seed, epoch): every DDP process builds the same batches, and the
+    accelerate shard keeps its own share.
+    """
+
+    def __init__(self, task_sizes: list[int], batch_size: int, probabilities: np.ndarray,
+                 mixed: bool = True, seed: int = 0, drop_last: bool = False):
+        if len(task_sizes) != len(probabilities) or min(task_sizes) < 1:
+            raise ConfigError("every task needs at least one training example")
+        self.task_sizes = list(task_sizes)
+        self.offsets = np.concatenate([[0], np.cumsum(task_sizes)[:-1]]).astype(int)
+        self.batch_size = batch_size
+        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        self.mixed = mixed
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+        # accelerate's DataLoaderShard.set_epoch reaches a sharded (DDP) batch sampler only through
+        # `.batch_sampler.sampler`; pointing `sampler` here makes every process reshuffle per epoch.
+        self.sampler = self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        total = sum(self.task_sizes)
+        return total // self.batch_size if self.drop_last else math.ceil(total / self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        cycles = [_ShuffledCycle(n, rng) for n in self.task_sizes]
+        total = sum(self.task_sizes)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            size = min(self.batch_size, total - start) if not self.drop_last else self.batch_size
+            if self.mixed:
+                tasks = rng.choice(len(self.task_sizes), size=size, p=self.probabilities)
+            else:
+                tasks = np.full(size, rng.choice(len(self.task_sizes), p=self.probabilities))
+            yield [int(self.offsets[t] + cycles[t].next()) for t in tasks]
+
+
+class _ShuffledCycle:
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size, self.rng = size, rng
+        self.order, self.position = rng.permutation(size), 0
+
+    def next(self) -> int:
+        if self.position == self.size:
+            self.order, self.position = self.rng.permutation(self.size), 0
+        self.position += 1
+        return int(self.order[self.position - 1])

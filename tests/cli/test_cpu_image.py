@@ -1,0 +1,101 @@
+"""The Dockerfile's cpu (edge) image, without Docker: its stages are where the README says, and its install step
+(`pip install .`, no extras, in a fresh venv) gives an `mtl-onnx` that predicts from an export folder with no torch
+anywhere in that environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.export_fixtures import TASKS, scratch, tiny_export
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+# What the cpu-build stage copies into the image; the test builds from a copy of exactly these.
+IMAGE_SOURCES = ("pyproject.toml", "README.md", "mtl")
+
+
+def _stages() -> list[tuple[str, list[str]]]:
+    """(stage name, its instructions as lines) in Dockerfile order, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    stages: list[tuple[str, list[str]]] = []
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)$", line, re.IGNORECASE)
+        if match:
+            stages.append((match.group(1), []))
+        elif stages:
+            stages[-1][1].append(line)
+    return stages
+
+
+def test_dockerfile_targets():
+    stages = dict(_stages())
+    assert [name for name, _ in _stages()][-1] == "gpu"  # the default target: `docker build .` is the GPU image
+    assert {"cpu-build", "cpu", "gpu"} <= set(stages)
+    build = " ".join(stages["cpu-build"])
+    assert re.search(r"pip install (--no-cache-dir )?\.(\s|$)", build), "the cpu image installs `.` with no extras"
+    assert "torch" not in build and "torch" not in " ".join(stages["cpu"])
+    for source in IMAGE_SOURCES:
+        assert source in build
+    assert 'ENTRYPOINT ["mtl-onnx"]' in stages["cpu"]
+    assert 'CMD ["mtl-onnx", "quickstart"]' in stages["gpu"]
+    gpu = " ".join(stages["gpu"])
+    assert "torch==2.13.0" in gpu and ".[train,gpu]" in gpu and "onnxruntime-gpu" in gpu
+
+
+def _clean_env(venv: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _run(command: list, env: dict, timeout: float, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in command], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cpu_image_install_predicts_without_torch():
+    """What `docker build --target cpu` does (a fresh venv, `pip install .`) and what `docker run ... predict
+    /model TEXT` then runs, here with a copy of the sources so the repository gets no build/ folder. About 30 s
+    on 2 cores with pip's cache warm."""
+    export = tiny_export("bert")  # built with torch in this process; the venv below never sees torch
+    work = scratch("cpu-image")
+    source = work / "src"
+    source.mkdir()
+    for name in IMAGE_SOURCES:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, source / name)
+    venv = work / "venv"
+    env = _clean_env(venv)
+    _run([sys.executable, "-m", "venv", venv], env, 120, work).check_returncode()
+    install = _run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "."], env, 600, source)
+    assert install.returncode == 0, install.stderr[-3000:]
+
+    result = _run([venv / "bin" / "mtl-onnx", "predict", export, "the movie was great", "stocks rally"], env, 120,
+                  work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["the movie was great", "stocks rally"]
+    for row in rows:
+        assert set(row["predictions"]) == set(TASKS)
+        for task, labels in TASKS.items():
+            assert row["predictions"][task]["label"] in labels
+
+    probe = ("import importlib.util as u, json; "
+             "print(json.dumps({m: u.find_spec(m) is not None for m in ('torch', 'transformers', 'onnxruntime', "
+             "'tokenizers', 'mtl')}))")
+    found = json.loads(_run([venv / "bin" / "python", "-c", probe], env, 60, work).stdout)
+    assert found == {"torch": False, "transformers": False, "onnxruntime": True, "tokenizers": True, "mtl": True}
+    # The package came from the copy, installed like the image's, not an editable link to this checkout.
+    location = _run([venv / "bin" / "python", "-c", "import mtl; print(mtl.__file__)"], env, 60, work).stdout
+    assert str(venv) in location

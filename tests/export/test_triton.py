@@ -1,0 +1,227 @@
+"""Triton model repository: the config parses into Triton's own ModelConfig and agrees with the ONNX graph, the
+label files are the manifest's, the copied fused graph runs a batch fed the way Triton feeds it, a damaged config
+is caught, and the folder is written whole or not at all."""
+
+from __future__ import annotations
+
+import filecmp
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2  # the `triton` extra, part of `test`
+
+from mtl.artifacts.io_spec import logits_name
+from mtl.artifacts.manifest import load_manifest
+from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError, UserError
+from mtl.export.triton import CONFIG_FILE, validate_triton_model, write_triton_repository
+from mtl.runtime import Predictor
+from tests.export_fixtures import TASKS, scratch, tiny_export
+
+TEXTS = ["the movie was great", "stocks rally as the bank cuts rates", "team lost the game"]
+NUMPY_TYPES = {"TYPE_INT64": np.int64, "TYPE_FP32": np.float32}
+ONNX_TYPES = {"TYPE_INT64": onnx.TensorProto.INT64, "TYPE_FP32": onnx.TensorProto.FLOAT}
+
+
+def _parse(model_dir: Path):
+    return text_format.Parse((model_dir / CONFIG_FILE).read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+
+
+def _write(arch: str = "bert", **kwargs) -> Path:
+    return write_triton_repository(tiny_export(arch), scratch("triton") / "models", **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])  # roberta's graphs take no token_type_ids
+def test_config_matches_manifest_and_onnx_graph(arch):
+    export = tiny_export(arch)
+    manifest = load_manifest(export)
+    model_dir = _write(arch, model_name="classifier", max_batch_size=16)
+    config = _parse(model_dir)
+    dtype = model_config_pb2.DataType.Name
+
+    assert model_dir.name == config.name == "classifier"
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 16
+    assert config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_CPU"]
+    assert [t.name for t in config.input] == list(manifest.input_names) == manifest.fused.input_names
+    assert all(dtype(t.data_type) == "TYPE_INT64" and list(t.dims) == [-1] for t in config.input)
+    assert [t.name for t in config.output] == [logits_name(t) for t in TASKS]
+    for tensor, (task, labels) in zip(config.output, TASKS.items(), strict=True):
+        assert dtype(tensor.data_type) == "TYPE_FP32" and list(tensor.dims) == [len(labels)]
+        assert (model_dir / tensor.label_filename).read_text(encoding="utf-8").splitlines() == list(labels)
+        assert manifest.labels(task) == labels
+
+    # The copied graph is the export's fused fp32 graph, and Triton's view of it (batch axis added) is its own.
+    model = model_dir / "1" / "model.onnx"
+    assert filecmp.cmp(model, export / manifest.variants["fp32"].files.model, shallow=False)
+    graph = onnx.load(str(model)).graph
+    values = {v.name: v for v in [*graph.input, *graph.output]}
+    assert [v.name for v in graph.input] == [t.name for t in config.input]
+    for tensor in [*config.input, *config.output]:
+        value = values[tensor.name].type.tensor_type
+        assert value.elem_type == ONNX_TYPES[dtype(tensor.data_type)]
+        assert len(value.shape.dim) == 1 + len(tensor.dims)
+        assert value.shape.dim[0].dim_param  # the batch axis is dynamic
+    validate_triton_model(model_dir)
+
+
+def test_repository_graph_runs_a_batch_as_triton_feeds_it():
+    """What Triton hands ONNX Runtime: the config's input names and dtypes, (batch, seq) arrays; the outputs it
+    reads back by the config's names must be (batch, n_labels) and the runtime's own logits."""
+    model_dir = _write("bert")
+    config = _parse(model_dir)
+    predictor = Predictor.load(tiny_export("bert"), precision="fp32", threads=1)
+    encodings = predictor.text_encoder.encode(TEXTS)
+    arrays = predictor.text_encoder.arrays(encodings, list(predictor.manifest.input_names))
+    dtype = model_config_pb2.DataType.Name
+    feeds = {t.name: arrays[t.name].astype(NUMPY_TYPES[dtype(t.data_type)]) for t in config.input}
+    assert all(a.shape == (len(TEXTS), feeds["input_ids"].shape[1]) for a in feeds.values())
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    outputs = session.run([t.name for t in config.output], feeds)
+    expected = predictor.logits(TEXTS)
+    for tensor, values, task in zip(config.output, outputs, TASKS, strict=True):
+        assert values.dtype == NUMPY_TYPES[dtype(tensor.data_type)]
+        assert values.shape == (len(TEXTS), *tensor.dims)
+        np.testing.assert_allclose(values, expected[task], atol=1e-5)
+
+
+def test_gpu_config_uses_the_fp16_graph_with_float32_io():
+    model_dir = _write("bert", device="gpu", precision="fp16")
+    config = _parse(model_dir)
+    assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_GPU"]
+    manifest = load_manifest(tiny_export("bert"))
+    assert filecmp.cmp(model_dir / "1" / "model.onnx", tiny_export("bert") / manifest.variants["fp16"].files.model,
+                       shallow=False)
+    assert {model_config_pb2.DataType.Name(t.data_type) for t in config.output} == {"TYPE_FP32"}
+
+
+def _damage_input_name(text):
+    return text.replace('name: "attention_mask"', 'name: "mask"')
+
+
+def _damage_dtype(text):
+    return text.replace("TYPE_INT64", "TYPE_INT32", 1)
+
+
+def _damage_input_dims(text):
+    return text.replace("dims: [ -1 ]", "dims: [ -1, -1 ]", 1)
+
+
+def _damage_output_dims(text):
+    return text.replace("dims: [ 4 ]", "dims: [ 5 ]")
+
+
+def _damage_name(text):
+    return text.replace('name: "mtl"', 'name: "other"')
+
+
+def _damage_platform(text):
+    return text.replace('platform: "onnxruntime_onnx"', 'platform: "tensorflow_savedmodel"')
+
+
+def _damage_syntax(text):
+    return text.replace("data_type: TYPE_INT64", "data_type: TYPE_LONG", 1)
+
+
+def _drop_input(text):
+    start = text.index("  {\n    name: \"token_type_ids\"")
+    return text[:start].rstrip(",\n") + "\n" + text[text.index("  }", start) + 4:]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_damage_input_name, "input 'mask' is not in the graph"),
+    (_damage_dtype, "is TYPE_INT32 in the config, TYPE_INT64 in the graph"),
+    (_damage_input_dims, "has rank 2 in the graph"),
+    (_damage_output_dims, "has dims [5] in the config"),
+    (_damage_name, "is not the folder's name"),
+    (_damage_platform, "expected platform 'onnxruntime_onnx'"),
+    (_damage_syntax, "not a valid Triton model config"),
+    (_drop_input, "graph input 'token_type_ids' is not in the config"),
+])
+def test_validator_catches_a_damaged_config(damage, message):
+    model_dir = _write("bert")
+    path = model_dir / CONFIG_FILE
+    path.write_text(damage(path.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(TritonConfigError) as caught:
+        validate_triton_model(model_dir)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_validator_lists_every_problem_and_checks_labels():
+    model_dir = _write("bert")
+    path = model_dir / CONFIG_FILE
+    path.write_text(_damage_dtype(_damage_output_dims(path.read_text(encoding="utf-8"))), encoding="utf-8")
+    (model_dir / "sentiment_labels.txt").write_text("negative\npositive\n", encoding="utf-8")
+    with pytest.raises(TritonConfigError, match="4 problem") as caught:
+        validate_triton_model(model_dir)
+    for problem in ("'input_ids' is TYPE_INT32 in the config", "'topic_logits' has dims [5] in the config",
+                    "topic_labels.txt has 4 label(s) for 5 class(es)",
+                    "sentiment_labels.txt has 2 label(s) for 3 class(es)"):
+        assert problem in str(caught.value)
+
+
+def test_validator_catches_a_graph_that_is_not_the_configs():
+    model_dir = _write("bert")
+    roberta = load_manifest(tiny_export("roberta")).variants["fp32"].files.model
+    (model_dir / "1" / "model.onnx").write_bytes((tiny_export("roberta") / roberta).read_bytes())
+    with pytest.raises(TritonConfigError, match="input 'token_type_ids' is not in the graph"):
+        validate_triton_model(model_dir)
+    (model_dir / "1" / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(TritonConfigError, match="cannot be read as ONNX"):
+        validate_triton_model(model_dir)
+
+
+def test_missing_tritonclient_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # import now raises ImportError
+    target = scratch("triton-missing") / "models"
+    with pytest.raises(MissingDependencyError) as caught:
+        write_triton_repository(tiny_export("bert"), target)
+    message = str(caught.value)
+    assert isinstance(caught.value, UserError) and "\n" not in message
+    assert 'pip install "mtl-onnx[triton]"' in message
+    assert not target.exists() or not any(target.iterdir())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"precision": "bf16"}, "unknown precision 'bf16'"),
+    ({"device": "tpu"}, "unknown Triton device 'tpu'; valid: cpu, gpu"),
+    ({"max_batch_size": 0}, "max_batch_size must be at least 1"),
+    ({"model_name": "../escape"}, "invalid Triton model name"),
+])
+def test_bad_options_are_refused_before_writing(kwargs, message):
+    target = scratch("triton-bad") / "models"
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        write_triton_repository(tiny_export("bert"), target, **kwargs)
+    assert not target.exists()
+
+
+def test_written_whole_or_not_at_all(monkeypatch):
+    root = scratch("triton-atomic")
+    target = root / "models"
+    model_dir = write_triton_repository(tiny_export("bert"), target)
+    before = (model_dir / CONFIG_FILE).read_text(encoding="utf-8")
+    with pytest.raises(ExportError, match="pass --overwrite"):
+        write_triton_repository(tiny_export("bert"), target, max_batch_size=8)
+
+    import mtl.export.triton as triton
+
+    def fail(folder):
+        raise TritonConfigError("injected")
+
+    monkeypatch.setattr(triton, "validate_triton_model", fail)
+    with pytest.raises(TritonConfigError, match="injected"):
+        write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=True)
+    assert (model_dir / CONFIG_FILE).read_text(encoding="utf-8") == before
+    monkeypatch.undo()
+
+    write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=True)
+    assert _parse(model_dir).max_batch_size == 8
+    assert sorted(p.name for p in root.iterdir()) == ["models"]  # no staging folder left behind
+    assert sorted(p.name for p in target.iterdir()) == ["mtl"]

@@ -1,0 +1,138 @@
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from mtl.config import TrainConfig
+from mtl.data.dataset import MultitaskDataset, TaskExamples
+from mtl.data.files import Example
+from mtl.model import encoder_layer_of
+from mtl.train.trainer import ProgressiveUnfreezing, build_trainer, parameter_groups
+from tests.conftest import demo_rows, make_model
+
+
+def datasets(model, tokenizer, rows=32):
+    parts = []
+    for task, dataset in (("topic", "ag_news"), ("sentiment", "tweet_eval_sentiment")):
+        examples = [Example(r["text"], r["label"], i) for i, r in enumerate(demo_rows(dataset, "train", rows))]
+        parts.append(TaskExamples(task, examples))
+    return MultitaskDataset(parts, tokenizer, model.model_config), MultitaskDataset(
+        [TaskExamples(p.task, p.examples[:8]) for p in parts], tokenizer, model.model_config)
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def changed(before, model):
+    return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
+
+
+def run(model, tokenizer, tmp_path, callbacks=(), **overrides):
+    settings = dict(output_dir=str(tmp_path), max_steps=3, batch_size=8, grad_accumulation=1, logging_steps=1,
+                    warmup_steps=0, encoder_lr=1e-3)
+    settings.update(overrides)
+    config = TrainConfig(**settings)
+    train_set, eval_set = datasets(model, tokenizer)
+    trainer = build_trainer(model, tokenizer, train_set, eval_set, config, list(callbacks))
+    trainer.train()
+    return trainer
+
+
+def test_parameter_groups_cover_everything_with_head_and_layer_rates(tiny_bert):
+    model, _ = make_model(tiny_bert)
+    model.freeze(heads=("sentiment",))  # frozen parameters still belong to a group
+    config = TrainConfig(encoder_lr=2e-5, head_lr_multiplier=5.0, layer_lr_decay=0.5)
+    groups = parameter_groups(model, config)
+    grouped = [p for g in groups for p in g["params"]]
+    assert len(grouped) == len(list(model.parameters())) == len({id(p) for p in grouped})
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        group = by_param[id(param)]
+        no_decay = name.endswith("bias") or "LayerNorm" in name
+        assert group["weight_decay"] == (0.0 if no_decay else 0.01), name
+        if name.startswith("heads."):
+            assert group["lr"] == pytest.approx(1e-4), name
+        else:
+            depth = encoder_layer_of(name, 4)
+            assert group["lr"] == pytest.approx(2e-5 * 0.5 ** max(0, 3 - depth)), name
+    assert encoder_layer_of("encoder.backbone.embeddings.word_embeddings.weight", 4) == -1
+    assert encoder_layer_of("encoder.backbone.encoder.layer.2.output.dense.weight", 4) == 2
+
+
+@pytest.mark.parametrize(
+    "freeze, moving",
+    [
+        (dict(freeze_backbone=True), lambda n: n.startswith("heads.")),
+        (dict(freeze_heads=("sentiment",)), lambda n: not n.startswith("heads.sentiment.")),
+    ],
+    ids=["backbone-frozen", "one-head-frozen"],
+)
+def test_frozen_parameters_do_not_move_and_the_rest_train(tiny_bert, tmp_path, freeze, moving):
+    model, tokenizer = make_model(tiny_bert)
+    before = snapshot(model)
+    run(model, tokenizer, tmp_path, weight_decay=0.5, **freeze)  # strong decay would show any creep
+    moved = changed(before, model)
+    expected = {n for n in before if moving(n)}
+    # Position/type embedding rows never used by these short inputs get no gradient, hence no update.
+    assert moved <= expected and moved
+    assert expected - moved <= {n for n in expected if "embeddings" in n}
+
+
+class RecordEpochs(TrainerCallback):
+    def __init__(self, model):
+        self.model, self.snapshots = model, [snapshot(model)]
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.snapshots.append(snapshot(self.model))
+
+
+def test_progressive_unfreezing_phases(tiny_bert, tmp_path):
+    model, tokenizer = make_model(tiny_bert)
+    recorder = RecordEpochs(model)
+    trainer = run(model, tokenizer, tmp_path, [recorder], max_steps=-1, epochs=3, progressive_unfreezing=True)
+    assert trainer.state.epoch == 3
+    pairs = zip(recorder.snapshots, recorder.snapshots[1:])
+    phase_moves = [{n for n in a if not torch.equal(a[n], b[n])} for a, b in pairs]
+    heads = lambda names: {n for n in names if n.startswith("heads.")}  # noqa: E731
+    encoder = lambda names: {n for n in names if n.startswith("encoder.")}  # noqa: E731
+    top = lambda names: {n for n in encoder(names) if ".layer.3." in n}  # noqa: E731
+    # epoch 0: heads only
+    assert heads(phase_moves[0]) and not encoder(phase_moves[0])
+    # epoch 1: the top quarter (layer 3 of 4) opens; embeddings and lower layers stay put
+    assert top(phase_moves[1]) and encoder(phase_moves[1]) == top(phase_moves[1])
+    # epoch 2: everything
+    assert any(".layer.0." in n for n in phase_moves[2]) and any("embeddings" in n for n in phase_moves[2])
+
+
+def test_each_phase_opens_the_expected_set(tiny_bert):
+    model, _ = make_model(tiny_bert)
+    model.freeze(heads=("topic",))
+    schedule = ProgressiveUnfreezing(model, TrainConfig(progressive_unfreezing=True, unfreeze_from_layer=2))
+    names = lambda: {n for n, p in model.named_parameters() if p.requires_grad}  # noqa: E731
+    head = {n for n, _ in model.named_parameters() if n.startswith("heads.sentiment.")}
+    schedule.apply(model, 0)
+    assert names() == head
+    schedule.apply(model, 1)
+    opened = names() - head
+    assert opened and all(".layer.2." in n or ".layer.3." in n for n in opened)
+    schedule.apply(model, 2)
+    assert names() == {n for n, _ in model.named_parameters() if not n.startswith("heads.topic.")}
+
+
+def test_learning_rates_reach_the_optimizer(tiny_bert, tmp_path):
+    model, tokenizer = make_model(tiny_bert)
+    trainer = run(model, tokenizer, tmp_path, max_steps=1, encoder_lr=2e-5, warmup_steps=0)
+    initial = {g["name"]: g["initial_lr"] for g in trainer.optimizer.param_groups}
+    assert initial["head:topic:decay"] == pytest.approx(1e-4)
+    assert initial["encoder:3:decay"] == pytest.approx(2e-5)
+
+
+def test_best_checkpoint_metrics_are_reported_per_task(tiny_bert, tmp_path):
+    model, tokenizer = make_model(tiny_bert)
+    trainer = run(model, tokenizer, tmp_path, max_steps=-1, epochs=2)
+    evaluations = [e for e in trainer.state.log_history if "eval_score" in e]
+    assert len(evaluations) == 2
+    for entry in evaluations:
+        per_task = [entry[f"eval_{t}_{m}"] for t in ("topic", "sentiment") for m in ("accuracy", "macro_f1", "macro_recall")]
+        assert entry["eval_score"] == pytest.approx(sum(per_task) / 6)
+    assert trainer.state.best_metric == max(e["eval_score"] for e in evaluations)
