@@ -5,9 +5,11 @@
         1/model.onnx            the fused graph of the chosen precision (every task's logits from one encoder pass)
         <task>_labels.txt       one label a line, in class-id order: Triton's `label_filename` for that output
 
-The config is built from the manifest (the export's I/O contract) and then checked against Triton's own
-`ModelConfig` protobuf and the copied ONNX graph before the folder is renamed into place, so a repository is
-either complete and consistent or not there. The check needs the `triton` extra (tritonclient[grpc], onnx).
+The config is built from the manifest (the export's I/O contract) as Triton's own `ModelConfig` protobuf message
+and written in protobuf text format, so it is valid by construction. The written folder is then read back and
+checked against the copied ONNX graph and the label files before it is renamed into place, so a repository is
+either complete and consistent or not there. Writing and checking need the `triton` extra (tritonclient[grpc],
+which brings the ModelConfig protobuf, and onnx).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtl.artifacts.io_spec import TensorSpec, logits_name
 from mtl.artifacts.manifest import PRECISION_CHOICES, Manifest, choose_precision, load_manifest
+from mtl.artifacts.publish import check_target, new_staging, publish
 from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError
 
 log = logging.getLogger(__name__)
@@ -67,29 +69,29 @@ class TritonSettings:
 
 def write_triton_repository(export_folder: Path, target: Path, model_name: str = "mtl", device: str = "cpu",
                             max_batch_size: int = 32, precision: str = "fp32", *, instance_count: int = 1,
-                            max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, overwrite: bool = False,
-                            validate: bool = True) -> Path:
+                            max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, overwrite: bool = False) -> Path:
     """Write `<target>/<model_name>` from an export folder and return it. `precision` is a variant of the
-    export, or "auto" (int8 on CPU, fp16 on GPU, where exported). With `validate` (the default) the config is
-    parsed into Triton's ModelConfig and checked against the ONNX graph first; that needs the `triton` extra."""
+    export, or "auto" (int8 on CPU, fp16 on GPU, where exported). The written folder is checked against its ONNX
+    graph before it replaces anything; building and checking need the `triton` extra."""
     settings = TritonSettings(model_name, device, max_batch_size, instance_count, max_queue_delay_us).checked()
     export_folder, target = Path(export_folder), Path(target)
     manifest = load_manifest(export_folder)
     precision = _choose_precision(manifest, export_folder, precision, settings.device)
-    if validate:  # a missing extra fails here, before anything is copied
-        triton_config_module()
-        _import_onnx()
+    text = config_text(manifest, settings, precision)  # a missing `triton` extra fails here, before any write
+    _import_onnx()
+    _check_labels(manifest)
     model_dir = target / settings.model_name
-    _check_target(model_dir, overwrite)
-    staging_root = _staging_root(target, settings.model_name)
+    check_target(model_dir, "Triton model", _is_triton_model, overwrite, ExportError)
+    target.mkdir(parents=True, exist_ok=True)
+    # Not `staged`, which builds in a folder with a temporary name: Triton, and so the check, wants the model's
+    # folder named like its config. The model is built in `<root>/<model_name>`; the root goes in any case.
+    staging_root = new_staging(model_dir, _staging_where(target))
     try:
-        staging = staging_root / settings.model_name  # named like the model: Triton wants config name == folder
+        staging = staging_root / settings.model_name
         staging.mkdir()
-        _write_model_folder(staging, manifest, export_folder / manifest.variants[precision].files.model,
-                            settings, precision)
-        if validate:
-            validate_triton_model(staging)
-        _publish(staging, model_dir)
+        _write_model_folder(staging, text, manifest, export_folder / manifest.variants[precision].files.model)
+        validate_triton_model(staging)
+        publish(staging, model_dir)  # an older model is retired into the root, removed below
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
     log.info("wrote Triton model %s (%s, %s) to %s", settings.model_name, precision, settings.device, model_dir)
@@ -97,55 +99,44 @@ def write_triton_repository(export_folder: Path, target: Path, model_name: str =
 
 
 def _choose_precision(manifest: Manifest, folder: Path, precision: str, device: str) -> str:
-
     if precision not in PRECISION_CHOICES:
         raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")
     return choose_precision(manifest, folder, precision, "cuda" if device == "gpu" else "cpu")
 
 
+def model_config(manifest: Manifest, settings: TritonSettings):
+    """Triton's ModelConfig for the fused graph: the manifest's inputs and outputs less their batch axis."""
+    pb2 = triton_config_module()
+    config = pb2.ModelConfig(name=settings.model_name, platform=PLATFORM, backend=BACKEND,
+                             max_batch_size=settings.max_batch_size, default_model_filename=MODEL_FILE)
+    for tensor in manifest.fused.inputs:
+        config.input.add(**_tensor_fields(tensor, pb2))
+    for tensor in manifest.fused.outputs:
+        config.output.add(**_tensor_fields(tensor, pb2), label_filename=_label_file(_task_of(manifest, tensor.name)))
+    # Present even with a zero delay: its presence is what turns dynamic batching on.
+    config.dynamic_batching.SetInParent()
+    config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
+    config.instance_group.add(kind=pb2.ModelInstanceGroup.Kind.Value(KINDS[settings.device]),
+                              count=settings.instance_count)
+    return config
+
+
 def config_text(manifest: Manifest, settings: TritonSettings, precision: str = "fp32") -> str:
-    """config.pbtxt for the fused graph: the manifest's inputs and outputs less their batch axis."""
-    lines = [
-        f"# Written by mtl-onnx from an export folder ({precision} fused graph). Dynamic batching merges only",
-        "# requests of the same sequence length: pad on the client to a fixed length to batch them all.",
-        f"name: {_quote(settings.model_name)}",
-        f"platform: {_quote(PLATFORM)}",
-        f"max_batch_size: {settings.max_batch_size}",
-        f"default_model_filename: {_quote(MODEL_FILE)}",
-        "input [",
-        ",\n".join(_tensor_block(t) for t in manifest.fused.inputs),
-        "]",
-        "output [",
-        ",\n".join(_tensor_block(t, _label_file(_task_of(manifest, t.name))) for t in manifest.fused.outputs),
-        "]",
-        "dynamic_batching {",
-        f"  max_queue_delay_microseconds: {settings.max_queue_delay_us}",
-        "}",
-        "instance_group [",
-        "  {",
-        f"    count: {settings.instance_count}",
-        f"    kind: {KINDS[settings.device]}",
-        "  }",
-        "]",
-    ]
-    return "\n".join(lines) + "\n"
+    """config.pbtxt: `model_config` in protobuf text format, under a comment for whoever opens the file."""
+    from google.protobuf import text_format  # protobuf comes with tritonclient, the `triton` extra
+
+    config = model_config(manifest, settings)
+    header = (f"# Written by mtl-onnx from an export folder ({precision} fused graph). Dynamic batching merges only\n"
+              "# requests of the same sequence length: pad on the client to a fixed length to batch them all.\n")
+    return header + text_format.MessageToString(config, as_utf8=True)
 
 
-def _tensor_block(tensor: TensorSpec, label_file: str | None = None) -> str:
+def _tensor_fields(tensor: TensorSpec, pb2) -> dict:
     if tensor.dtype not in TRITON_TYPES:
         raise ExportError(f"tensor {tensor.name!r} has dtype {tensor.dtype}, which has no Triton type here")
     # The first axis is the batch: with max_batch_size > 0 Triton adds it itself. Named axes are dynamic (-1).
-    dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in tensor.shape[1:])
-    lines = ["  {", f"    name: {_quote(tensor.name)}", f"    data_type: {TRITON_TYPES[tensor.dtype]}",
-             f"    dims: [ {dims} ]"]
-    if label_file:
-        lines.append(f"    label_filename: {_quote(label_file)}")
-    return "\n".join(lines + ["  }"])
-
-
-def _quote(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    dims = [d if isinstance(d, int) else -1 for d in tensor.shape[1:]]
+    return {"name": tensor.name, "data_type": pb2.DataType.Value(TRITON_TYPES[tensor.dtype]), "dims": dims}
 
 
 def _task_of(manifest: Manifest, output_name: str) -> str:
@@ -159,14 +150,31 @@ def _label_file(task: str) -> str:
     return f"{task}_labels.txt"
 
 
-def _write_model_folder(folder: Path, manifest: Manifest, model: Path, settings: TritonSettings,
-                        precision: str) -> None:
-    (folder / CONFIG_FILE).write_text(config_text(manifest, settings, precision), encoding="utf-8")
+def _check_labels(manifest: Manifest) -> None:
     for spec in manifest.tasks:
         bad = [label for label in spec.labels if "\n" in label or "\r" in label]
         if bad:
             raise TritonConfigError(f"task {spec.name!r} has a label with a line break ({bad[0]!r}); Triton's "
                                     f"label files hold one label a line")
+
+
+def _is_triton_model(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file()
+
+
+def _staging_where(target: Path) -> Path:
+    """Beside the repository when that is writable and on the same file system (the final rename must stay
+    atomic), so that Triton, which polls the repository's folders, never meets a half-written model; else inside
+    it, as for a repository that is a mount point such as a container volume."""
+    parent = target.resolve().parent
+    if os.access(parent, os.W_OK) and parent.stat().st_dev == target.stat().st_dev:
+        return parent
+    return target
+
+
+def _write_model_folder(folder: Path, config: str, manifest: Manifest, model: Path) -> None:
+    (folder / CONFIG_FILE).write_text(config, encoding="utf-8")
+    for spec in manifest.tasks:
         (folder / _label_file(spec.name)).write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
     version = folder / VERSION
     version.mkdir()
@@ -183,36 +191,6 @@ def _external_data_files(model: Path) -> list[str]:
     return sorted({ExternalDataInfo(t).location for t in graph.initializer if uses_external_data(t)})
 
 
-def _check_target(model_dir: Path, overwrite: bool) -> None:
-    if model_dir.exists() and not model_dir.is_dir():
-        raise ExportError(f"{model_dir}: exists and is not a folder")
-    if not model_dir.is_dir() or not any(model_dir.iterdir()):
-        return
-    if not (model_dir / CONFIG_FILE).is_file():
-        raise ExportError(f"{model_dir}: folder is not empty and holds no Triton model; choose another target")
-    if not overwrite:
-        raise ExportError(f"{model_dir}: already holds a Triton model; pass --overwrite to replace it")
-
-
-def _staging_root(target: Path, model_name: str) -> Path:
-    """A fresh folder for the new model, beside the repository when on the same file system (so Triton, which
-    polls the repository's folders, never sees a half-written model), else inside it; a rename then publishes."""
-    target.mkdir(parents=True, exist_ok=True)
-    parent = target.resolve().parent
-    where = parent if os.access(parent, os.W_OK) and parent.stat().st_dev == target.stat().st_dev else target
-    return Path(tempfile.mkdtemp(prefix=f".{model_name}.", suffix=".triton-staging", dir=where))
-
-
-def _publish(staging: Path, model_dir: Path) -> None:
-    """Rename the checked model into place; an older one there is replaced only once this one is ready."""
-    if model_dir.is_dir() and any(model_dir.iterdir()):
-        retired = staging.parent / ".retired"
-        os.replace(model_dir, retired)  # removed with the staging root
-    elif model_dir.is_dir():
-        model_dir.rmdir()
-    os.replace(staging, model_dir)
-
-
 # --- validation --------------------------------------------------------------------------------------------------
 
 
@@ -221,8 +199,8 @@ def triton_config_module():
     try:
         from tritonclient.grpc import model_config_pb2 as module
     except ImportError:
-        raise MissingDependencyError(
-            f"checking a Triton model config needs tritonclient[grpc]; install it with: {TRITON_EXTRA}") from None
+        raise MissingDependencyError(f"writing or checking a Triton model config needs tritonclient[grpc]; "
+                                     f"install it with: {TRITON_EXTRA}") from None
     return module
 
 
@@ -271,9 +249,11 @@ def _header_problems(config, model_dir: Path, pb2) -> list[str]:
     problems = []
     if config.name and config.name != model_dir.name:
         problems.append(f"name {config.name!r} is not the folder's name {model_dir.name!r}")
-    if config.platform != PLATFORM and config.backend != BACKEND:
+    # One of the two must name the ONNX Runtime backend, and Triton refuses a config whose two disagree.
+    wrong = config.platform not in ("", PLATFORM) or config.backend not in ("", BACKEND)
+    if wrong or not (config.platform or config.backend):
         problems.append(f"platform {config.platform!r} / backend {config.backend!r}: expected platform "
-                        f"{PLATFORM!r} (or backend {BACKEND!r})")
+                        f"{PLATFORM!r} and/or backend {BACKEND!r}")
     if config.max_batch_size < 0:
         problems.append(f"max_batch_size {config.max_batch_size} is negative")
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:

@@ -5,6 +5,7 @@ is caught, and the folder is written whole or not at all."""
 from __future__ import annotations
 
 import filecmp
+import json
 import sys
 from pathlib import Path
 
@@ -16,11 +17,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2  # the `triton` extra, part of `test`
 
 from mtl.artifacts.io_spec import logits_name
-from mtl.artifacts.manifest import load_manifest
+from mtl.artifacts.manifest import MANIFEST_FILE, load_manifest
 from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError, UserError
 from mtl.export.triton import CONFIG_FILE, validate_triton_model, write_triton_repository
 from mtl.runtime import Predictor
-from tests.export_fixtures import TASKS, scratch, tiny_export
+from tests.export_fixtures import TASKS, copy_export, scratch, tiny_export
 
 TEXTS = ["the movie was great", "stocks rally as the bank cuts rates", "team lost the game"]
 NUMPY_TYPES = {"TYPE_INT64": np.int64, "TYPE_FP32": np.float32}
@@ -44,7 +45,8 @@ def test_config_matches_manifest_and_onnx_graph(arch):
     dtype = model_config_pb2.DataType.Name
 
     assert model_dir.name == config.name == "classifier"
-    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 16
+    assert config.platform == "onnxruntime_onnx" and config.backend == "onnxruntime" and config.max_batch_size == 16
+    assert config.default_model_filename == "model.onnx"
     assert config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds > 0
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_CPU"]
     assert [t.name for t in config.input] == list(manifest.input_names) == manifest.fused.input_names
@@ -102,37 +104,51 @@ def test_gpu_config_uses_the_fp16_graph_with_float32_io():
     assert {model_config_pb2.DataType.Name(t.data_type) for t in config.output} == {"TYPE_FP32"}
 
 
-def _damage_input_name(text):
-    return text.replace('name: "attention_mask"', 'name: "mask"')
+def _tensor(tensors, name: str):
+    return next(t for t in tensors if t.name == name)
 
 
-def _damage_dtype(text):
-    return text.replace("TYPE_INT64", "TYPE_INT32", 1)
+def _rewrite_config(model_dir: Path, damage) -> None:
+    """Damage the written config as a message and write it back, so that only the named change differs."""
+    config = _parse(model_dir)
+    damage(config)
+    (model_dir / CONFIG_FILE).write_text(text_format.MessageToString(config), encoding="utf-8")
 
 
-def _damage_input_dims(text):
-    return text.replace("dims: [ -1 ]", "dims: [ -1, -1 ]", 1)
+def _damage_input_name(config):
+    _tensor(config.input, "attention_mask").name = "mask"
 
 
-def _damage_output_dims(text):
-    return text.replace("dims: [ 4 ]", "dims: [ 5 ]")
+def _damage_dtype(config):
+    _tensor(config.input, "input_ids").data_type = model_config_pb2.TYPE_INT32
 
 
-def _damage_name(text):
-    return text.replace('name: "mtl"', 'name: "other"')
+def _damage_input_dims(config):
+    _tensor(config.input, "input_ids").dims.append(-1)
 
 
-def _damage_platform(text):
-    return text.replace('platform: "onnxruntime_onnx"', 'platform: "tensorflow_savedmodel"')
+def _damage_output_dims(config):
+    _tensor(config.output, "topic_logits").dims[:] = [5]
 
 
-def _damage_syntax(text):
-    return text.replace("data_type: TYPE_INT64", "data_type: TYPE_LONG", 1)
+def _damage_name(config):
+    config.name = "other"
 
 
-def _drop_input(text):
-    start = text.index("  {\n    name: \"token_type_ids\"")
-    return text[:start].rstrip(",\n") + "\n" + text[text.index("  }", start) + 4:]
+def _damage_platform(config):
+    config.platform = "tensorflow_savedmodel"
+
+
+def _damage_backend(config):
+    config.backend = "pytorch"
+
+
+def _drop_input(config):
+    config.input.remove(_tensor(config.input, "token_type_ids"))
+
+
+def _drop_label_file(config):
+    _tensor(config.output, "sentiment_logits").label_filename = "missing.txt"
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -142,22 +158,29 @@ def _drop_input(text):
     (_damage_output_dims, "has dims [5] in the config"),
     (_damage_name, "is not the folder's name"),
     (_damage_platform, "expected platform 'onnxruntime_onnx'"),
-    (_damage_syntax, "not a valid Triton model config"),
+    (_damage_backend, "backend 'pytorch': expected"),
     (_drop_input, "graph input 'token_type_ids' is not in the config"),
+    (_drop_label_file, "label file missing.txt is missing"),
 ])
 def test_validator_catches_a_damaged_config(damage, message):
     model_dir = _write("bert")
-    path = model_dir / CONFIG_FILE
-    path.write_text(damage(path.read_text(encoding="utf-8")), encoding="utf-8")
+    _rewrite_config(model_dir, damage)
     with pytest.raises(TritonConfigError) as caught:
         validate_triton_model(model_dir)
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_validator_lists_every_problem_and_checks_labels():
+def test_validator_catches_a_config_that_does_not_parse():
     model_dir = _write("bert")
     path = model_dir / CONFIG_FILE
-    path.write_text(_damage_dtype(_damage_output_dims(path.read_text(encoding="utf-8"))), encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8").replace("TYPE_INT64", "TYPE_LONG", 1), encoding="utf-8")
+    with pytest.raises(TritonConfigError, match="not a valid Triton model config"):
+        validate_triton_model(model_dir)
+
+
+def test_validator_lists_every_problem_and_checks_labels():
+    model_dir = _write("bert")
+    _rewrite_config(model_dir, lambda config: (_damage_dtype(config), _damage_output_dims(config)))
     (model_dir / "sentiment_labels.txt").write_text("negative\npositive\n", encoding="utf-8")
     with pytest.raises(TritonConfigError, match="4 problem") as caught:
         validate_triton_model(model_dir)
@@ -179,14 +202,19 @@ def test_validator_catches_a_graph_that_is_not_the_configs():
 
 
 def test_missing_tritonclient_is_one_line_naming_the_extra(monkeypatch):
+    """The config is built as Triton's own protobuf message, so writing (not only checking) needs the extra."""
+    root = scratch("triton-missing")
+    model_dir = write_triton_repository(tiny_export("bert"), root / "models")
+    before = (model_dir / CONFIG_FILE).read_text(encoding="utf-8")
     monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # import now raises ImportError
-    target = scratch("triton-missing") / "models"
-    with pytest.raises(MissingDependencyError) as caught:
-        write_triton_repository(tiny_export("bert"), target)
-    message = str(caught.value)
-    assert isinstance(caught.value, UserError) and "\n" not in message
-    assert 'pip install "mtl-onnx[triton]"' in message
-    assert not target.exists() or not any(target.iterdir())
+    for target, overwrite in ((root / "new", False), (root / "models", True)):
+        with pytest.raises(MissingDependencyError) as caught:
+            write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=overwrite)
+        message = str(caught.value)
+        assert isinstance(caught.value, UserError) and "\n" not in message
+        assert 'pip install "mtl-onnx[triton]"' in message
+    assert (model_dir / CONFIG_FILE).read_text(encoding="utf-8") == before
+    assert sorted(p.name for p in root.iterdir()) == ["models"]  # nothing written, not even the new repository
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -202,7 +230,17 @@ def test_bad_options_are_refused_before_writing(kwargs, message):
     assert not target.exists()
 
 
-def test_written_whole_or_not_at_all(monkeypatch):
+def _failing_check(seen: list[Path], error: BaseException):
+    def check(folder: Path) -> None:
+        seen.append(folder)
+        assert _parse(folder).name == folder.name  # checked under the model's own name, as Triton would
+        raise error
+
+    return check
+
+
+@pytest.mark.parametrize("error", [TritonConfigError("injected"), KeyboardInterrupt()])
+def test_written_whole_or_not_at_all(monkeypatch, error):
     root = scratch("triton-atomic")
     target = root / "models"
     model_dir = write_triton_repository(tiny_export("bert"), target)
@@ -212,16 +250,59 @@ def test_written_whole_or_not_at_all(monkeypatch):
 
     import mtl.export.triton as triton
 
-    def fail(folder):
-        raise TritonConfigError("injected")
-
-    monkeypatch.setattr(triton, "validate_triton_model", fail)
-    with pytest.raises(TritonConfigError, match="injected"):
+    seen = []
+    monkeypatch.setattr(triton, "validate_triton_model", _failing_check(seen, error))
+    with pytest.raises(type(error)):
         write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=True)
     assert (model_dir / CONFIG_FILE).read_text(encoding="utf-8") == before
+    # Staged beside the repository, where Triton's polling of the repository cannot see it; and then removed.
+    assert seen[0].parent.parent == root and not seen[0].exists()
+    assert sorted(p.name for p in root.iterdir()) == ["models"]
     monkeypatch.undo()
 
     write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=True)
     assert _parse(model_dir).max_batch_size == 8
     assert sorted(p.name for p in root.iterdir()) == ["models"]  # no staging folder left behind
     assert sorted(p.name for p in target.iterdir()) == ["mtl"]
+
+
+def test_staged_inside_a_repository_whose_parent_cannot_hold_it(monkeypatch):
+    """A repository that is a mount point (a container volume) has its parent on another file system, or one the
+    user cannot write: the model is then staged inside the repository, and still leaves nothing behind."""
+    import mtl.export.triton as triton
+
+    root = scratch("triton-mount")
+    target = root / "models"
+    write_triton_repository(tiny_export("bert"), target)
+    access = triton.os.access
+    monkeypatch.setattr(triton.os, "access", lambda path, mode: Path(path) != root.resolve() and access(path, mode))
+    seen = []
+    monkeypatch.setattr(triton, "validate_triton_model", _failing_check(seen, TritonConfigError("injected")))
+    with pytest.raises(TritonConfigError):
+        write_triton_repository(tiny_export("bert"), target, overwrite=True)
+    assert seen[0].parent.parent == target
+    assert sorted(p.name for p in target.iterdir()) == ["mtl"]
+
+
+def test_refuses_to_replace_what_is_not_a_triton_model():
+    root = scratch("triton-foreign")
+    (root / "models" / "mtl").mkdir(parents=True)
+    (root / "models" / "mtl" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ExportError, match="holds no mtl-onnx Triton model"):
+        write_triton_repository(tiny_export("bert"), root / "models", overwrite=True)
+    assert [p.name for p in (root / "models" / "mtl").iterdir()] == ["notes.txt"]
+    (root / "file").write_text("mine", encoding="utf-8")
+    with pytest.raises(UserError, match="not a folder"):
+        write_triton_repository(tiny_export("bert"), root / "file")
+    assert sorted(p.name for p in root.iterdir()) == ["file", "models"]
+
+
+def test_a_label_with_a_line_break_is_refused_before_writing():
+    export = copy_export("bert")
+    manifest = json.loads((export / MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest["tasks"][1]["labels"][1] = "neu\ntral"
+    (export / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+    target = scratch("triton-labels") / "models"
+    with pytest.raises(TritonConfigError, match="has a label with a line break"):
+        write_triton_repository(export, target)
+    assert not target.exists()
