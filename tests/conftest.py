@@ -1,105 +1,66 @@
-"""Shared fixtures: tiny random encoders of four families, built in-process and saved like a hub model,
-each with a small WordPiece tokenizer over the demo data's words."""
+"""Fixtures over the one tiny-model factory (`tests.factory`): every architecture's backbone folder, checkpoint
+and export, built on first use and cached for the whole session, whichever test module asks first.
+
+    tiny                      the factory itself: tiny.backbone(arch), tiny.checkpoint(arch), tiny.export(arch, ...),
+                              tiny.copy_export(arch), tiny.scratch(name)
+    arch                      parametrises a test over every architecture (narrow it with
+                              @pytest.mark.parametrize("arch", [...]))
+    backbone_dir, checkpoint_dir, export_dir    the artifacts of `arch`
+    tiny_bert                 the BERT backbone folder (training and CLI tests)
+    minilm_export             the real bundled MiniLM, exported (fp32 + int8); only `slow` tests use it
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections import Counter
 from pathlib import Path
 
 import pytest
+
+# Kept importable from here for tests/bench_fixtures.py, which is not migrated yet; tests import tests.factory.
+from tests.factory import ARCHITECTURES, TINY, TinyModels, demo_rows, make_model, save_tiny_backbone, write_jsonl  # noqa: F401
 
 # Nothing may reach the network: a missing model must fail fast, as it would offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DEMO = Path(__file__).resolve().parent.parent / "mtl" / "demo_data"
-ARCHITECTURES = ("bert", "roberta", "distilbert", "deberta-v2")
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+@pytest.fixture(scope="session")
+def tiny() -> TinyModels:
+    return TINY
 
 
-def demo_texts(limit: int = 400) -> list[str]:
-    texts = []
-    for path in sorted(DEMO.glob("*/train.jsonl")):
-        lines = path.read_text(encoding="utf-8").splitlines()[: limit // 2]
-        texts += [json.loads(line)["text"] for line in lines]
-    return texts
+# Function-scoped on purpose: a session-scoped parametrised fixture makes pytest regroup tests across modules by
+# parameter, which tears module-scoped fixtures down and up again. The artifacts themselves are session-cached.
+@pytest.fixture(params=ARCHITECTURES)
+def arch(request) -> str:
+    return request.param
 
 
-def build_tokenizer(with_token_types: bool):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = Counter(w for t in demo_texts() for w in re.findall(r"\w+|[^\w\s]", t.lower()))
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + [w for w, _ in words.most_common(600)])}
-    core = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    core.normalizer = normalizers.BertNormalizer(lowercase=True)
-    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    core.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    names = ["input_ids", "token_type_ids", "attention_mask"] if with_token_types else ["input_ids", "attention_mask"]
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_input_names=names, model_max_length=128,
-    )
+@pytest.fixture
+def backbone_dir(tiny, arch) -> Path:
+    return tiny.backbone(arch)
 
 
-def tiny_encoder_config(architecture: str, vocab_size: int):
-    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, RobertaConfig
-
-    common = dict(vocab_size=vocab_size, max_position_embeddings=130, pad_token_id=0)
-    if architecture == "bert":
-        return BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, **common)
-    if architecture == "roberta":
-        return RobertaConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                             type_vocab_size=1, **common)
-    if architecture == "distilbert":
-        return DistilBertConfig(dim=32, n_layers=4, n_heads=2, hidden_dim=64, **common)
-    if architecture == "deberta-v2":
-        return DebertaV2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                               relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"],
-                               type_vocab_size=2, **common)
-    raise ValueError(architecture)
+@pytest.fixture
+def checkpoint_dir(tiny, arch) -> Path:
+    return tiny.checkpoint(arch)
 
 
-def save_tiny_backbone(architecture: str, folder: Path) -> Path:
-    """A random tiny encoder + tokenizer saved as a hub-style folder, loaded later by path."""
-    import torch
-    from transformers import AutoModel
-
-    tokenizer = build_tokenizer(with_token_types=architecture in ("bert", "deberta-v2"))
-    torch.manual_seed(0)
-    config = tiny_encoder_config(architecture, len(tokenizer))
-    kwargs = {"attn_implementation": "eager"} if architecture == "deberta-v2" else {}
-    model = AutoModel.from_config(config, **kwargs)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+@pytest.fixture
+def export_dir(tiny, arch) -> Path:
+    return tiny.export(arch)
 
 
 @pytest.fixture(scope="session")
-def tiny_backbones(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("backbones")
-    return {arch: save_tiny_backbone(arch, root / arch) for arch in ARCHITECTURES}
+def tiny_bert(tiny) -> Path:
+    return tiny.backbone("bert")
 
 
 @pytest.fixture(scope="session")
-def tiny_bert(tiny_backbones) -> Path:
-    return tiny_backbones["bert"]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def demo_rows(dataset: str, split: str, limit: int) -> list[dict]:
-    lines = (DEMO / dataset / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:limit]
-    return [json.loads(line) for line in lines]
+def minilm_export(tiny):
+    return tiny.minilm_export()
 
 
 @pytest.fixture
@@ -111,26 +72,3 @@ def small_task_files(tmp_path) -> dict[str, tuple[Path, Path]]:
         valid = write_jsonl(tmp_path / f"{task}_valid.jsonl", demo_rows(dataset, "validation", 24))
         files[task] = (train, valid)
     return files
-
-
-TASKS = (("topic", ("Business", "Sci/Tech", "Sports", "World")), ("sentiment", ("negative", "neutral", "positive")))
-
-
-def make_model(backbone_dir: Path, pooling: str = "cls"):
-    """A MultitaskModel (topic + sentiment) over a saved tiny encoder, and its tokenizer."""
-    from mtl.config import ModelConfig, TaskSpec
-    from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
-
-    tokenizer = load_tokenizer(str(backbone_dir))
-    attn = "eager" if "deberta" in backbone_dir.name else None
-    backbone = load_backbone(str(backbone_dir), attn)
-    config = ModelConfig(
-        tasks=tuple(TaskSpec(n, labels) for n, labels in TASKS), backbone=str(backbone_dir), pooling=pooling,
-        input_names=encoder_input_names(backbone, tokenizer),
-    )
-    return MultitaskModel(config, backbone), tokenizer
-
-
-def encode(tokenizer, texts, input_names):
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
-    return {name: batch[name] for name in input_names}

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mtl.artifacts.checkpoint import read_model_config
@@ -9,6 +10,7 @@ from mtl.cli import app
 from mtl.config import DEFAULT_BACKBONE
 
 
+@pytest.mark.slow
 def test_quickstart_smoke_run_on_the_real_minilm(tmp_path):
     output = tmp_path / "quick"
     result = CliRunner().invoke(app, ["quickstart", "--output", str(output), "--max-steps", "2", "--no-bench"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.export_fixtures import TASKS, scratch, tiny_export
+from tests.factory import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -65,12 +65,12 @@ def _run(command: list, env: dict, timeout: float, cwd: Path) -> subprocess.Comp
 
 
 @pytest.mark.slow
-def test_cpu_image_install_predicts_without_torch():
+def test_cpu_image_install_predicts_without_torch(tiny):
     """What `docker build --target cpu` does (a fresh venv, `pip install .`) and what `docker run ... predict
     /model TEXT` then runs, here with a copy of the sources so the repository gets no build/ folder. About 30 s
     on 2 cores with pip's cache warm."""
-    export = tiny_export("bert")  # built with torch in this process; the venv below never sees torch
-    work = scratch("cpu-image")
+    export = tiny.export("bert")  # built with torch in this process; the venv below never sees torch
+    work = tiny.scratch("cpu-image")
     source = work / "src"
     source.mkdir()
     for name in IMAGE_SOURCES:

@@ -4,11 +4,9 @@ import json
 import subprocess
 import sys
 
-from tests.export_fixtures import tiny_export
 
-
-def test_predict_writes_results_before_stdin_ends():
-    export = tiny_export("bert", precisions=("fp32",), optimize=False)
+def test_predict_writes_results_before_stdin_ends(tiny):
+    export = tiny.export("bert", precisions=("fp32",), optimize=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "mtl.cli", "predict", str(export), "--file", "-", "--batch-size", "8"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -27,5 +25,5 @@ def test_predict_writes_results_before_stdin_ends():
         process.kill() if process.poll() is None else None
     assert process.wait(timeout=60) == 1
     assert len(rest) == 1100 - 1024 + 2
-    assert rest[-2] == {"text": "", "error": "empty text"} and rest[-1]["text"] == "last one"
+    assert rest[-2] == {"text": "", "error": "-:1101: empty text"} and rest[-1]["text"] == "last one"
     assert "1 of 1102 rows could not be classified" in process.stderr.read()

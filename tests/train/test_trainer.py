@@ -7,7 +7,7 @@ from mtl.data.dataset import MultitaskDataset, TaskExamples
 from mtl.data.files import Example
 from mtl.model import encoder_layer_of
 from mtl.train.trainer import ProgressiveUnfreezing, build_trainer, parameter_groups
-from tests.conftest import demo_rows, make_model
+from tests.factory import LAYERS, demo_rows, make_model
 
 
 def datasets(model, tokenizer, rows=32):
@@ -38,8 +38,18 @@ def run(model, tokenizer, tmp_path, callbacks=(), **overrides):
     return trainer
 
 
+def expected_lr(name: str) -> float:
+    """The rate each parameter of the 2-layer tiny BERT should get with encoder_lr 2e-5, heads x5, layer decay 0.5:
+    the top layer the full rate, each one below half the one above, the embeddings below layer 0."""
+    for part, lr in ((".layer.1.", 2e-5), (".layer.0.", 1e-5), (".embeddings.", 5e-6), ("heads.", 1e-4)):
+        if part in f".{name}":
+            return lr
+    raise AssertionError(f"no expected rate for {name}")
+
+
 def test_parameter_groups_cover_everything_with_head_and_layer_rates(tiny_bert):
     model, _ = make_model(tiny_bert)
+    assert model.encoder.num_layers == LAYERS == 2
     model.freeze(heads=("sentiment",))  # frozen parameters still belong to a group
     config = TrainConfig(encoder_lr=2e-5, head_lr_multiplier=5.0, layer_lr_decay=0.5)
     groups = parameter_groups(model, config)
@@ -50,13 +60,10 @@ def test_parameter_groups_cover_everything_with_head_and_layer_rates(tiny_bert):
         group = by_param[id(param)]
         no_decay = name.endswith("bias") or "LayerNorm" in name
         assert group["weight_decay"] == (0.0 if no_decay else 0.01), name
-        if name.startswith("heads."):
-            assert group["lr"] == pytest.approx(1e-4), name
-        else:
-            depth = encoder_layer_of(name, 4)
-            assert group["lr"] == pytest.approx(2e-5 * 0.5 ** max(0, 3 - depth)), name
-    assert encoder_layer_of("encoder.backbone.embeddings.word_embeddings.weight", 4) == -1
-    assert encoder_layer_of("encoder.backbone.encoder.layer.2.output.dense.weight", 4) == 2
+        assert group["lr"] == pytest.approx(expected_lr(name)), name
+    assert encoder_layer_of("encoder.backbone.embeddings.word_embeddings.weight", 2) == -1
+    assert encoder_layer_of("encoder.backbone.encoder.layer.1.output.dense.weight", 2) == 1
+    assert encoder_layer_of("encoder.backbone.encoder.rel_embeddings.weight", 2) == 2  # DeBERTa: above every layer
 
 
 @pytest.mark.parametrize(
@@ -95,10 +102,10 @@ def test_progressive_unfreezing_phases(tiny_bert, tmp_path):
     phase_moves = [{n for n in a if not torch.equal(a[n], b[n])} for a, b in pairs]
     heads = lambda names: {n for n in names if n.startswith("heads.")}  # noqa: E731
     encoder = lambda names: {n for n in names if n.startswith("encoder.")}  # noqa: E731
-    top = lambda names: {n for n in encoder(names) if ".layer.3." in n}  # noqa: E731
+    top = lambda names: {n for n in encoder(names) if f".layer.{LAYERS - 1}." in n}  # noqa: E731
     # epoch 0: heads only
     assert heads(phase_moves[0]) and not encoder(phase_moves[0])
-    # epoch 1: the top quarter (layer 3 of 4) opens; embeddings and lower layers stay put
+    # epoch 1: the top quarter (rounded up: the top layer of 2) opens; embeddings and lower layers stay put
     assert top(phase_moves[1]) and encoder(phase_moves[1]) == top(phase_moves[1])
     # epoch 2: everything
     assert any(".layer.0." in n for n in phase_moves[2]) and any("embeddings" in n for n in phase_moves[2])
@@ -107,14 +114,14 @@ def test_progressive_unfreezing_phases(tiny_bert, tmp_path):
 def test_each_phase_opens_the_expected_set(tiny_bert):
     model, _ = make_model(tiny_bert)
     model.freeze(heads=("topic",))
-    schedule = ProgressiveUnfreezing(model, TrainConfig(progressive_unfreezing=True, unfreeze_from_layer=2))
+    schedule = ProgressiveUnfreezing(model, TrainConfig(progressive_unfreezing=True, unfreeze_from_layer=1))
     names = lambda: {n for n, p in model.named_parameters() if p.requires_grad}  # noqa: E731
     head = {n for n, _ in model.named_parameters() if n.startswith("heads.sentiment.")}
     schedule.apply(model, 0)
     assert names() == head
     schedule.apply(model, 1)
     opened = names() - head
-    assert opened and all(".layer.2." in n or ".layer.3." in n for n in opened)
+    assert opened and all(".layer.1." in n for n in opened)
     schedule.apply(model, 2)
     assert names() == {n for n, _ in model.named_parameters() if not n.startswith("heads.topic.")}
 
@@ -124,7 +131,7 @@ def test_learning_rates_reach_the_optimizer(tiny_bert, tmp_path):
     trainer = run(model, tokenizer, tmp_path, max_steps=1, encoder_lr=2e-5, warmup_steps=0)
     initial = {g["name"]: g["initial_lr"] for g in trainer.optimizer.param_groups}
     assert initial["head:topic:decay"] == pytest.approx(1e-4)
-    assert initial["encoder:3:decay"] == pytest.approx(2e-5)
+    assert initial[f"encoder:{LAYERS - 1}:decay"] == pytest.approx(2e-5)
 
 
 def test_best_checkpoint_metrics_are_reported_per_task(tiny_bert, tmp_path):
@@ -133,6 +140,7 @@ def test_best_checkpoint_metrics_are_reported_per_task(tiny_bert, tmp_path):
     evaluations = [e for e in trainer.state.log_history if "eval_score" in e]
     assert len(evaluations) == 2
     for entry in evaluations:
-        per_task = [entry[f"eval_{t}_{m}"] for t in ("topic", "sentiment") for m in ("accuracy", "macro_f1", "macro_recall")]
+        per_task = [entry[f"eval_{t}_{m}"] for t in ("topic", "sentiment")
+                    for m in ("accuracy", "macro_f1", "macro_recall")]
         assert entry["eval_score"] == pytest.approx(sum(per_task) / 6)
     assert trainer.state.best_metric == max(e["eval_score"] for e in evaluations)

@@ -1,0 +1,355 @@
+"""The one tiny-model factory of the test suite.
+
+Five tiny random encoders, each with the tokenizer family its architecture really uses, saved as hub-style backbone
+folders; an mtl-onnx checkpoint over each (topic + sentiment heads); the standard export of each; and the real
+bundled all-MiniLM-L6-v2 with a nearest-centroid head per demo task. Everything is built on first use and cached
+for the session, so the training, model, export, runtime and CLI tests all share one "bert" (conftest.py exposes
+this as fixtures; modules that are not tests may call `TINY` directly; tests/bench_fixtures.py still builds its
+own copy with the same recipe, `save_tiny_backbone` + `make_model`).
+
+    architecture  tokenizer (family)            emits token types   graph takes token_type_ids
+    bert          WordPiece, lowercased         yes                 yes
+    roberta       byte-level BPE, <s> </s>      no                  no (pad id 1: positions offset by 2)
+    distilbert    WordPiece (BERT's)            yes                 no: its forward takes none, so dropped
+    deberta-v2    SentencePiece-style Unigram   yes                 yes (type_vocab_size 2)
+    deberta-v3    SentencePiece-style Unigram   yes                 no: type_vocab_size 0, the export drops it
+
+Every encoder has 2 layers of width 32 and a position limit of `POSITIONS` tokens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+DEMO = Path(__file__).resolve().parent.parent / "mtl" / "demo_data"
+ARCHITECTURES = ("bert", "roberta", "distilbert", "deberta-v2", "deberta-v3")
+# The exported graphs' inputs, in the I/O spec's order.
+GRAPH_INPUTS = {
+    "bert": ("input_ids", "attention_mask", "token_type_ids"),
+    "roberta": ("input_ids", "attention_mask"),
+    "distilbert": ("input_ids", "attention_mask"),
+    "deberta-v2": ("input_ids", "attention_mask", "token_type_ids"),
+    "deberta-v3": ("input_ids", "attention_mask"),
+}
+# The checkpoint's inputs (what the tokenizer emits and the encoder's forward takes), in the tokenizer's order.
+CHECKPOINT_INPUTS = {
+    "bert": ("input_ids", "token_type_ids", "attention_mask"),
+    "roberta": ("input_ids", "attention_mask"),
+    "distilbert": ("input_ids", "attention_mask"),
+    "deberta-v2": ("input_ids", "token_type_ids", "attention_mask"),
+    "deberta-v3": ("input_ids", "token_type_ids", "attention_mask"),
+}
+TOKENIZER_FAMILY = {"bert": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe", "deberta-v2": "unigram",
+                    "deberta-v3": "unigram"}
+# Labels sorted, as training orders them (`label_set`).
+TASKS = {"topic": ("Business", "Sci/Tech", "Sports", "World"), "sentiment": ("negative", "neutral", "positive")}
+POSITIONS = 130  # the longest input every tiny encoder holds
+MAX_LENGTH = 32  # the tiny checkpoints' max length (what exports truncate to)
+HIDDEN = 32
+LAYERS = 2
+VOCAB = 800
+ALL_PRECISIONS = ("fp32", "int8", "fp16")
+# Whether the standard export runs ORT's graph optimisation. Not for DeBERTa: ORT's optimizer spends ~2 s per graph
+# walking its relative attention for fusions that reach only LayerNorm and Gelu (the slow test
+# test_deberta_exports_with_graph_optimization covers that path).
+STANDARD_OPTIMIZE = {arch: not arch.startswith("deberta") for arch in ARCHITECTURES}
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def demo_rows(dataset: str, split: str, limit: int) -> list[dict]:
+    lines = (DEMO / dataset / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:limit]
+    return [json.loads(line) for line in lines]
+
+
+def demo_texts(limit: int = 400) -> list[str]:
+    """`limit` texts, half from each bundled demo training file."""
+    return [row["text"] for dataset in ("ag_news", "tweet_eval_sentiment")
+            for row in demo_rows(dataset, "train", limit // 2)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# --- tokenizers ---------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_core(family: str) -> str:
+    """A `tokenizers` Tokenizer of one family trained on the demo data, as JSON (callers get their own copy)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    if family == "wordpiece":
+        special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        core.normalizer = normalizers.BertNormalizer(lowercase=True)
+        core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        core.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=special, show_progress=False)
+        template = ("[CLS]", "[SEP]")
+    elif family == "bpe":
+        special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids: <s> 0, <pad> 1, </s> 2
+        core = Tokenizer(models.BPE())
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        core.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=special, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        template = None
+    elif family == "unigram":
+        special = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]  # DeBERTa-v3's ids: [PAD] 0, [CLS] 1, [SEP] 2
+        core = Tokenizer(models.Unigram())
+        core.normalizer = normalizers.NFKC()
+        core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        trainer = trainers.UnigramTrainer(vocab_size=VOCAB, special_tokens=special, unk_token="[UNK]",
+                                          show_progress=False)
+        template = ("[CLS]", "[SEP]")
+    else:
+        raise ValueError(f"unknown tokenizer family {family!r}")
+    core.train_from_iterator(demo_texts(400), trainer)
+    if template is None:
+        core.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
+    else:
+        cls, sep = template
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, core.token_to_id(cls)), (sep, core.token_to_id(sep))],
+        )
+    return core.to_str()
+
+
+def build_tokenizer(arch: str):
+    """The architecture's tokenizer as a transformers PreTrainedTokenizerFast (what AutoTokenizer reloads)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    family = TOKENIZER_FAMILY[arch]
+    core = Tokenizer.from_str(_trained_core(family))
+    if family == "bpe":
+        tokens = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", cls_token="<s>",
+                      sep_token="</s>", mask_token="<mask>")
+    else:
+        tokens = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    names = ["input_ids", "attention_mask"] if arch == "roberta" else ["input_ids", "token_type_ids",
+                                                                      "attention_mask"]
+    return PreTrainedTokenizerFast(tokenizer_object=core, model_input_names=names, model_max_length=POSITIONS,
+                                   **tokens)
+
+
+# --- encoders, checkpoints, exports --------------------------------------------------------------------------------
+
+
+def encoder_config(arch: str, vocab_size: int, pad_token_id: int):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, pad_token_id=pad_token_id)
+    bert_like = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=POSITIONS, **common)
+    if arch == "bert":
+        return tf.BertConfig(**bert_like)
+    if arch == "roberta":
+        # Position ids start after the padding id: 130 tokens need 130 + pad_token_id + 1 positions.
+        return tf.RobertaConfig(**{**bert_like, "max_position_embeddings": POSITIONS + pad_token_id + 1},
+                                type_vocab_size=1, bos_token_id=0, eos_token_id=2)
+    if arch == "distilbert":
+        return tf.DistilBertConfig(dim=HIDDEN, n_layers=LAYERS, n_heads=2, hidden_dim=64,
+                                   max_position_embeddings=POSITIONS, **common)
+    if arch == "deberta-v2":  # relative attention on top of absolute positions, two token types
+        return tf.DebertaV2Config(relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"],
+                                  type_vocab_size=2, **bert_like)
+    if arch == "deberta-v3":  # log-bucketed relative attention only, no absolute positions, no token types
+        return tf.DebertaV2Config(relative_attention=True, position_buckets=16, max_relative_positions=-1,
+                                  pos_att_type=["p2c", "c2p"], position_biased_input=False,
+                                  norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0, **bert_like)
+    raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+
+
+def attn_implementation(model_type: str) -> str | None:
+    return "eager" if model_type.startswith("deberta") else None  # DeBERTa-v2 has no SDPA attention
+
+
+def save_tiny_backbone(arch: str, folder: Path) -> Path:
+    """A random tiny encoder + its tokenizer saved as a hub-style folder (loaded later by path, like a hub id)."""
+    import torch
+    from transformers import AutoModel
+
+    tokenizer = build_tokenizer(arch)
+    config = encoder_config(arch, len(tokenizer), tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config, attn_implementation=attn_implementation(config.model_type))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
+def make_model(backbone_dir: Path, pooling: str = "cls", max_length: int = 128):
+    """A fresh MultitaskModel (topic + sentiment heads) over a saved tiny encoder, and its tokenizer."""
+    from transformers import AutoConfig
+
+    from mtl.config import ModelConfig, TaskSpec
+    from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
+
+    tokenizer = load_tokenizer(str(backbone_dir))
+    model_type = AutoConfig.from_pretrained(str(backbone_dir)).model_type
+    backbone = load_backbone(str(backbone_dir), attn_implementation(model_type))
+    config = ModelConfig(
+        tasks=tuple(TaskSpec(name, labels) for name, labels in TASKS.items()), backbone=str(backbone_dir),
+        pooling=pooling, max_length=max_length, input_names=encoder_input_names(backbone, tokenizer),
+    )
+    return MultitaskModel(config, backbone), tokenizer
+
+
+def encode(tokenizer, texts: list[str], input_names, max_length: int = 64) -> dict:
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {name: batch[name] for name in input_names}
+
+
+class TinyModels:
+    """Lazily built, session-cached tiny artifacts under one temporary root. Treat what it returns as read-only:
+    copy an export (`copy_export`) or use `scratch` to damage or write anything."""
+
+    def __init__(self) -> None:
+        self._root: Path | None = None
+        self._cache: dict[tuple, object] = {}
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="mtl-tests-"))
+            atexit.register(shutil.rmtree, self._root, ignore_errors=True)
+        return self._root
+
+    def scratch(self, name: str) -> Path:
+        """A fresh, empty folder under the session's root."""
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
+
+    def _cached(self, key: tuple, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def backbone(self, arch: str) -> Path:
+        """A hub-style folder of the architecture's tiny random encoder and tokenizer."""
+        return self._cached(("backbone", arch), lambda: save_tiny_backbone(arch, self.scratch(f"backbone-{arch}")))
+
+    def checkpoint(self, arch: str, pooling: str = "cls") -> Path:
+        """An mtl-onnx checkpoint (untrained topic + sentiment heads, max length `MAX_LENGTH`) over the encoder."""
+
+        def build() -> Path:
+            import torch
+
+            torch.manual_seed(0)  # the heads' initialisation
+            model, tokenizer = make_model(self.backbone(arch), pooling, MAX_LENGTH)
+            folder = self.scratch(f"checkpoint-{arch}-{pooling}")
+            model.eval().save_pretrained(folder, tokenizer)
+            return folder
+
+        return self._cached(("checkpoint", arch, pooling), build)
+
+    def export(self, arch: str, precisions: tuple[str, ...] = ALL_PRECISIONS, optimize: bool | None = None,
+               pooling: str = "cls") -> Path:
+        """The checkpoint's export (by default every precision, optimisation as `STANDARD_OPTIMIZE`), validated by
+        the exporter."""
+        optimize = STANDARD_OPTIMIZE[arch] if optimize is None else optimize
+
+        def build() -> Path:
+            from mtl.export import ExportOptions, export_checkpoint
+
+            output = self.scratch(f"export-{arch}") / "onnx"
+            export_checkpoint(self.checkpoint(arch, pooling), output,
+                              ExportOptions(precisions=tuple(precisions), optimize=optimize, threads=1))
+            return output
+
+        return self._cached(("export", arch, tuple(precisions), optimize, pooling), build)
+
+    def copy_export(self, arch: str = "bert", **kwargs) -> Path:
+        """A private copy of `export(arch, **kwargs)`, free to damage."""
+        target = self.scratch(f"copy-{arch}") / "onnx"
+        shutil.copytree(self.export(arch, **kwargs), target)
+        return target
+
+    def minilm_checkpoint(self, per_task: int = 96) -> Path:
+        """The real bundled all-MiniLM-L6-v2 with a nearest-centroid head per demo task (topic, sentiment)."""
+        return self._cached(("minilm-checkpoint", per_task), lambda: _minilm_checkpoint(self.scratch("minilm"),
+                                                                                      per_task))
+
+    def minilm_export(self):
+        """MiniLM exported with fp32 and int8, int8 checked on the demo validation data; (folder, ExportResult)."""
+
+        def build():
+            from mtl.export import ExportOptions, export_checkpoint
+
+            output = self.scratch("export-minilm") / "onnx"
+            result = export_checkpoint(self.minilm_checkpoint(), output, ExportOptions(
+                precisions=("fp32", "int8"), validation_data=demo_validation_files(self.scratch("demo")),
+                threads=2,
+                # Nearest-centroid heads sit close to their decision boundaries: int8 flips ~3-5% of them here,
+                # where a trained head flips far fewer; the limit is the point of the test, not the default.
+                max_int8_drop=3.0, max_int8_f1_drop=3.0))
+            return output, result
+
+        return self._cached(("minilm-export",), build)
+
+
+def _centroid_head(head, embeddings, labels, num_labels: int) -> None:
+    """Make a TaskHead a nearest-centroid classifier: Linear(h,h) = identity shifted so that ReLU passes every
+    value, then Linear(h,n) scores c.x - |c|^2/2 (argmax = nearest centroid). A real classifier without training,
+    so that the int8 accuracy check compares meaningful figures."""
+    import torch
+
+    hidden = embeddings.shape[1]
+    shift = float(-embeddings.min()) + 5.0
+    centroids = torch.stack([embeddings[labels == k].mean(0) for k in range(num_labels)])  # (n, hidden)
+    with torch.no_grad():
+        head[0].weight.copy_(torch.eye(hidden))
+        head[0].bias.fill_(shift)
+        head[3].weight.copy_(centroids)
+        head[3].bias.copy_(-(centroids @ torch.full((hidden,), shift)) - 0.5 * (centroids**2).sum(1))
+
+
+def _minilm_checkpoint(folder: Path, per_task: int) -> Path:
+    import torch
+
+    from mtl.config import DEFAULT_BACKBONE, ModelConfig, TaskSpec
+    from mtl.data.files import demo_task_files, label_set, read_examples
+    from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(DEFAULT_BACKBONE)
+    backbone = load_backbone(DEFAULT_BACKBONE)
+    train = {f.name: read_examples(f.train) for f in demo_task_files()}
+    tasks = tuple(TaskSpec(name, label_set(examples)) for name, examples in train.items())
+    config = ModelConfig(tasks=tasks, max_length=128, input_names=encoder_input_names(backbone, tokenizer))
+    model = MultitaskModel(config, backbone).eval()
+    with torch.no_grad():
+        for spec in tasks:
+            sample = train[spec.name][:per_task]
+            batch = encode(tokenizer, [e.text for e in sample], config.input_names, max_length=128)
+            embeddings = model.encoder(**batch)
+            labels = torch.tensor([spec.labels.index(e.label) for e in sample])
+            _centroid_head(model.heads[spec.name], embeddings, labels, len(spec.labels))
+    model.save_pretrained(folder, tokenizer)
+    return folder
+
+
+def demo_validation_files(folder: Path, limit: int = 250) -> dict[str, Path]:
+    """The first `limit` rows of each bundled demo validation file, written to `folder`."""
+    from mtl.data.files import demo_task_files
+
+    files = {}
+    for task in demo_task_files():
+        lines = task.validation.read_text(encoding="utf-8").splitlines()[:limit]
+        files[task.name] = folder / f"{task.name}.jsonl"
+        files[task.name].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return files
+
+
+TINY = TinyModels()
