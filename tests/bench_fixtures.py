@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+DOCS_REPORT = Path(__file__).resolve().parent.parent / "docs" / "bench.json"
 _root = Path(tempfile.mkdtemp(prefix="mtl-bench-tests-"))
 atexit.register(shutil.rmtree, _root, ignore_errors=True)
 
@@ -27,6 +28,11 @@ def tiny_model() -> tuple[Path, Path]:
     model.eval().save_pretrained(checkpoint, tokenizer)
     export_checkpoint(checkpoint, _root / "onnx", ExportOptions(precisions=("fp32", "int8"), threads=1))
     return checkpoint, _root / "onnx"
+
+
+def docs_report() -> dict:
+    """The report in docs/bench.json: a full bench on MiniLM, written before rows were typed records."""
+    return json.loads(DOCS_REPORT.read_text(encoding="utf-8"))
 
 
 def small_corpus(folder: Path, count: int = 6) -> Path:

@@ -1,12 +1,17 @@
 """Which backends a bench runs: engine (PyTorch eager or ONNX Runtime) x precision x device, the execution modes
 each supports, and the checks that fail before any work (unknown names, a missing model folder or dependency).
 
-Parent side only: nothing heavy is imported here. What runs a backend lives in `runners` (inside the worker).
+Parent side only: nothing heavy is imported here. What runs a backend lives in `engines` (inside the worker).
 
 ONNX Runtime "fp32" and "fp32-opt" run the same fp32 files of the export: "fp32" with ORT's basic graph
 optimisations only (the graph as exported: constant folding, no operator fusion), "fp32-opt" with all of them
-(Attention, SkipLayerNorm, BiasGelu, ... fusions), which is what `mtl.runtime.Predictor` always runs. An export
-made with `--optimize` has those fusions baked into the file already; the manifest says so and the report shows it.
+(Attention, SkipLayerNorm, BiasGelu, ... fusions), as `mtl.runtime.Predictor` runs by default. The engine passes
+`Backend.graph_optimization` to `Predictor.load`. An export made with `--optimize` has those fusions baked into the
+file already; the manifest says so and the report shows it.
+
+PyTorch "int8" is `torch.ao.quantization.quantize_dynamic` of the encoder's Linear layers (CPU only; heads float). "st" is
+the peer (`peers`): sentence-transformers' ONNX backend on the checkpoint's encoder, fp32 and its dynamic int8
+export, with the checkpoint's heads in numpy; it needs the `peer` extra and runs one mode, "fused".
 """
 
 from __future__ import annotations
@@ -17,23 +22,42 @@ from typing import Any
 
 from mtl.errors import BenchError, ConfigError, MissingDependencyError
 
-ENGINES = ("torch", "ort")
+ENGINES = ("torch", "ort", "st")
 DEVICES = ("cpu", "cuda")
 MODES = ("seed", "fused", "split")
 ALL_PRECISIONS = ("fp32", "fp32-opt", "int8", "fp16", "bf16")
-PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "ort": ("fp32", "fp32-opt", "int8", "fp16")}
-# Eager PyTorch has no separate "split": its all-heads forward already runs the encoder once, then each head.
-ENGINE_MODES = {"torch": ("seed", "fused"), "ort": MODES}
+PRECISIONS = {"torch": ("fp32", "int8", "fp16", "bf16"), "ort": ("fp32", "fp32-opt", "int8", "fp16"),
+              "st": ("fp32", "int8")}
+# Eager PyTorch has no separate "split": its all-heads forward already runs the encoder once, then each head. The
+# peer encodes once and applies every head: "fused" is all it has.
+ENGINE_MODES = {"torch": ("seed", "fused"), "ort": MODES, "st": ("fused",)}
 RUNS_ON = {
-    ("torch", "fp32"): DEVICES, ("torch", "fp16"): ("cuda",), ("torch", "bf16"): ("cuda",),
-    ("ort", "fp32"): DEVICES, ("ort", "fp32-opt"): DEVICES, ("ort", "int8"): ("cpu",), ("ort", "fp16"): ("cuda",),
+    ("torch", "fp32"): DEVICES, ("torch", "int8"): ("cpu",), ("torch", "fp16"): ("cuda",),
+    ("torch", "bf16"): ("cuda",), ("ort", "fp32"): DEVICES, ("ort", "fp32-opt"): DEVICES, ("ort", "int8"): ("cpu",),
+    ("ort", "fp16"): ("cuda",), ("st", "fp32"): ("cpu",), ("st", "int8"): ("cpu",),
 }
 DEFAULT_PRECISIONS = {
-    ("torch", "cpu"): ("fp32",), ("torch", "cuda"): ("fp32", "fp16"),
+    ("torch", "cpu"): ("fp32", "int8"), ("torch", "cuda"): ("fp32", "fp16"),
     ("ort", "cpu"): ("fp32", "fp32-opt", "int8"), ("ort", "cuda"): ("fp32", "fp32-opt", "fp16"),
+    ("st", "cpu"): ("fp32", "int8"), ("st", "cuda"): (),
 }
+# The folder each engine runs on: the peer reads the checkpoint's encoder and heads.
+FOLDER_OF = {"torch": "checkpoint", "ort": "onnx", "st": "checkpoint"}
+# Real text, per engine and mode: how a pass pads its batches. PyTorch "seed" pads to max length, as the seed
+# project did; PyTorch "fused" runs twice, padded to max length (routing alone changed) and dynamically padded and
+# length-sorted (what a capable PyTorch user writes: `TorchPredictor`). Every other pass is dynamic.
+TEXT_PADDINGS = {("torch", "seed"): ("max_length",), ("torch", "fused"): ("max_length", "dynamic")}
+# Cold start times `mtl-onnx predict`'s path; the peer's load exports its model, which its users do once.
+COLD_START_ENGINES = ("torch", "ort")
 INSTALL = {"torch": "pip install 'mtl-onnx[train]'", "ort": "pip install onnxruntime",
-           "ort-cuda": "pip install 'mtl-onnx[gpu]'", "plot": "pip install 'mtl-onnx[bench]'"}
+           "ort-cuda": "pip install 'mtl-onnx[gpu]'", "plot": "pip install 'mtl-onnx[bench]'",
+           "st": "pip install 'mtl-onnx[peer]'"}
+# What the peer imports: its ONNX backend is Optimum's ORTModel over onnxruntime, under torch.
+PEER_MODULES = ("torch", "transformers", "sentence_transformers", "optimum.onnxruntime", "onnxruntime")
+
+
+def text_paddings(engine: str, mode: str) -> tuple[str, ...]:
+    return TEXT_PADDINGS.get((engine, mode), ("dynamic",))
 
 
 @dataclass(frozen=True)
@@ -115,10 +139,16 @@ def resolve_backends(items: tuple[str, ...] | None, precisions: tuple[str, ...] 
     for item in items:
         engine, _, fixed = item.partition("-")
         if not have[engine]:
-            folder = "a checkpoint folder (--checkpoint)" if engine == "torch" else "an export folder (--onnx)"
+            folder = "a checkpoint folder (--checkpoint)" if FOLDER_OF[engine] == "checkpoint" else (
+                "an export folder (--onnx)")
             raise BenchError(f"backend {item} needs {folder}")
         named = (fixed,) if fixed else precisions
-        for precision in named or DEFAULT_PRECISIONS[(engine, device)]:
+        defaults = DEFAULT_PRECISIONS[(engine, device)]
+        if not (named or defaults):
+            if explicit:
+                raise ConfigError(f"backend {item} runs on cpu only, not {device}; pass --device cpu")
+            notes.append(f"{engine} backends skipped: they run on cpu only")
+        for precision in named or defaults:
             backend = _checked(Backend(engine, precision, device), named is not None, variants, notes)
             if backend and backend not in chosen:
                 chosen.append(backend)
@@ -174,9 +204,17 @@ def module_available(name: str) -> bool:
         return False
 
 
+def peer_available() -> bool:
+    return all(module_available(name) for name in PEER_MODULES)
+
+
 def check_dependencies(backends: list[Backend], providers: list[str]) -> None:
     """One line naming the extra to install, for the first backend whose libraries are missing."""
     for backend in backends:
+        if backend.engine == "st" and not peer_available():
+            missing = next(name for name in PEER_MODULES if not module_available(name))
+            raise MissingDependencyError(f"backend {backend.name} needs sentence-transformers' ONNX backend "
+                                         f"({missing} is not installed): {INSTALL['st']}")
         if backend.engine == "torch" and not (module_available("torch") and module_available("transformers")):
             raise MissingDependencyError(f"backend {backend.name} needs PyTorch and transformers, which are not "
                                          f"installed: {INSTALL['torch']}")

@@ -1,25 +1,29 @@
-"""What runs one backend inside a worker process: PyTorch eager on a checkpoint, or ONNX Runtime on an export.
+"""What runs one backend inside a worker process: PyTorch eager on a checkpoint, ONNX Runtime on an export, or the
+peer (`peers`: sentence-transformers' ONNX backend on the checkpoint).
 
-Each runner hands out zero-argument callables to time (a fixed-shape call in one mode, or one pass over a corpus)
-and predicts labels for the accuracy check. Heavy imports happen in the runner that needs them, so an ONNX Runtime
-worker never imports torch.
+Each runner hands out zero-argument callables to time (a fixed-shape call in one mode, or `TextPass`es over a
+corpus) and predicts labels for the accuracy check. Heavy imports happen in the runner that needs them, so an ONNX
+Runtime worker never imports torch.
 
 Modes: "seed" routes the way the seed project did (one encoder pass per task, then that task's head); "fused" runs
 every head on one encoder pass (PyTorch's all-heads forward, ORT's model.onnx); "split" runs ORT's encoder.onnx once
-and then each heads/<task>.onnx.
+and then each heads/<task>.onnx. How each engine pads real text in each mode is `backends.TEXT_PADDINGS`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from mtl.bench.backends import Backend, offline_fused
+from mtl.bench.backends import Backend, offline_fused, text_paddings
+from mtl.bench.records import EngineInfo
+from mtl.bench.workloads import TextPass, padded_shapes
 from mtl.data.batching import length_sorted_batches
-from mtl.errors import ConfigError, DeviceUnavailableError
+from mtl.errors import BenchError, ConfigError, DeviceUnavailableError
 
 Call = Callable[[], Any]
 
@@ -40,21 +44,26 @@ def import_engine(engine: str) -> None:
 def open_runner(backend: Backend, checkpoint: str | None, onnx: str | None, threads: int):
     if backend.engine == "torch":
         return TorchRunner(Path(checkpoint), backend, threads)
+    if backend.engine == "st":
+        from mtl.bench.peers import PeerRunner
+
+        return PeerRunner(Path(checkpoint), backend, threads)
     return OrtRunner(Path(onnx), backend, threads)
 
 
 class TorchRunner:
-    """Eager PyTorch: the checkpoint's MultitaskModel, as a user of the seed project would run it."""
+    """Eager PyTorch: the checkpoint's MultitaskModel, as a user of the seed project would run it; real text for
+    the accuracy check, the cold start and the dynamically padded pass goes through `mtl.model.TorchPredictor`, as
+    `mtl-onnx predict` does. "int8" is PyTorch's dynamic quantisation of every Linear layer (CPU)."""
 
-    DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    DTYPES = {"fp32": "float32", "int8": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
     def __init__(self, checkpoint: Path, backend: Backend, threads: int):
         import torch
         import transformers
-        from transformers import AutoTokenizer
 
         from mtl.artifacts.checkpoint import WEIGHTS_FILE
-        from mtl.model import MultitaskModel
+        from mtl.model import MultitaskModel, TorchPredictor, load_tokenizer
 
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # allowed only before the first parallel region
@@ -64,38 +73,37 @@ class TorchRunner:
                                          f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
         transformers.logging.set_verbosity_error()
         self.torch = torch
-        self.device = backend.device
         dtype = getattr(torch, self.DTYPES[backend.precision])
-        self.model = MultitaskModel.from_pretrained(checkpoint).to(device=self.device, dtype=dtype).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-        self.config = self.model.model_config
+        model = MultitaskModel.from_pretrained(checkpoint).to(device=backend.device, dtype=dtype).eval()
+        where = torch.cuda.get_device_name(0) if backend.device == "cuda" else "CPU"
+        if backend.precision == "int8":
+            model = quantize_linear_layers(model, torch)
+            where += f", dynamic int8 Linear layers, {torch.backends.quantized.engine} kernels"
+        self.model = _DeviceModel(model, backend.device, torch)
+        self.predictor = TorchPredictor(self.model, load_tokenizer(str(checkpoint)))
+        self.config = model.model_config
         self.tasks = list(self.config.task_names)
         self.weights_bytes = (checkpoint / WEIGHTS_FILE).stat().st_size
-        where = torch.cuda.get_device_name(0) if self.device == "cuda" else "CPU"
-        provider = f"PyTorch eager ({where})"
-        self.info = {"provider": provider, "versions": {"torch": torch.__version__,
-                                                        "transformers": transformers.__version__}}
+        self.info = EngineInfo(f"PyTorch eager ({where})", {"torch": torch.__version__,
+                                                              "transformers": transformers.__version__})
 
     def artifact_bytes(self, mode: str) -> int:
         return self.weights_bytes  # every mode runs the whole checkpoint
 
     def _forward(self, batch, mode: str, task: str | None = None) -> list:
-        """Logits on the CPU as float32; `task` routes one task the seed's way."""
-        inputs = {name: batch[name].to(self.device) for name in self.config.input_names}
-        with self.torch.inference_mode():
-            if task is not None:
-                logits = [self.model(**inputs, task=task)["logits"][0]]
-            elif mode == "seed":  # the seed's forward(task_name, ...): the whole encoder again for every task
-                logits = [self.model(**inputs, task=name)["logits"][0] for name in self.tasks]
-            else:
-                logits = list(self.model(**inputs)["logits"])
-            return [value.float().cpu() for value in logits]  # .cpu() also waits for CUDA to finish
+        """Logits on the CPU as float32; `task` routes one task the seed's way. Seed routing is the seed's
+        forward(task_name, ...) for every task: the whole encoder again for each."""
+        return self.model.run(batch, [task] if task else self.tasks if mode == "seed" else [None])
 
     def sweep_call(self, mode: str, feeds: dict[str, np.ndarray]) -> Call:
         batch = {name: self.torch.from_numpy(feeds[name]) for name in self.config.input_names}
         return lambda: self._forward(batch, mode)
 
-    def text_call(self, mode: str, texts: list[str], batch_size: int) -> tuple[Call, list[list[int]], str]:
+    def text_calls(self, mode: str, texts: list[str], batch_size: int) -> list[TextPass]:
+        return [self._dynamic_pass(texts, batch_size) if padding == "dynamic" else
+                self._max_length_pass(mode, texts, batch_size) for padding in text_paddings("torch", mode)]
+
+    def _max_length_pass(self, mode: str, texts: list[str], batch_size: int) -> TextPass:
         """What a naive user of the seed does: batches in input order, each padded to the model's max length,
         and with seed routing one pass over the corpus per task."""
         length = self.config.max_length
@@ -103,40 +111,82 @@ class TorchRunner:
 
         def one_pass(task: str | None) -> None:
             for chunk in chunks:
-                batch = self.tokenizer(chunk, padding="max_length", truncation=True, max_length=length,
-                                       return_tensors="pt")
+                batch = self.predictor.tokenizer(chunk, padding="max_length", truncation=True, max_length=length,
+                                                 return_tensors="pt")
                 self._forward(batch, mode, task)
 
         def call() -> None:
             for task in self.tasks if mode == "seed" else [None]:  # seed: the corpus once per task
                 one_pass(task)
 
-        return call, [[len(chunk), length] for chunk in chunks], "max_length"
+        return TextPass(call, [[len(chunk), length] for chunk in chunks], "max_length")
+
+    def _dynamic_pass(self, texts: list[str], batch_size: int) -> TextPass:
+        """What a capable PyTorch user writes, and what ONNX Runtime's passes do: length-sorted batches, each padded
+        to its longest row, every head on one encoder pass (`TorchPredictor.logits`)."""
+        encoded = self.predictor.tokenizer(texts, truncation=True, max_length=self.config.max_length)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        shapes = padded_shapes(lengths, length_sorted_batches(lengths, batch_size))
+        return TextPass(lambda: self.logits(texts, batch_size), shapes, "dynamic")
 
     def logits(self, texts: list[str], batch_size: int) -> dict[str, np.ndarray]:
         """Every task's logits with dynamic padding and length sorting: the accuracy check and cold start."""
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)
-        out = {t: np.zeros((len(texts), len(self.config.task(t).labels)), np.float32) for t in self.tasks}
-        for rows in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
-            batch = self.tokenizer.pad({n: [encoded[n][i] for i in rows] for n in self.config.input_names},
-                                       return_tensors="pt")
-            for task, values in zip(self.tasks, self._forward(batch, "fused")):
-                out[task][rows] = values.numpy()
-        return out
-
-    def release(self) -> None:
-        """Nothing to drop between modes: the model is loaded once."""
+        return self.predictor.logits(texts, None, batch_size)
 
     def close(self) -> None:
-        self.release()
+        """Nothing to drop early: the one model goes with the runner."""
+
+
+def quantize_linear_layers(model, torch):
+    """PyTorch's dynamic int8 quantisation of the encoder's Linear layers: int8 weights, activations quantised per
+    call. The heads stay float, as in the ONNX int8 variant: like for like, and int8 heads cost most of the accuracy
+    (measured on MiniLM with centroid heads: whole model 47 % / 39 % argmax agreement with fp32 on topic /
+    sentiment, encoder only 89 % / 81 %). torch.ao.quantization is deprecated since torch 2.10 in favour of
+    torchao, and still works."""
+    quantize = getattr(torch.ao.quantization, "quantize_dynamic", None)
+    if quantize is None:
+        raise BenchError(f"torch {torch.__version__} has no torch.ao.quantization.quantize_dynamic (dynamic int8)")
+    with warnings.catch_warnings():  # its deprecation notices say nothing about this model
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        model.encoder = quantize(model.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        return model
+
+
+class _DeviceModel:
+    """The model on the bench's device and dtype, seen from the CPU: inputs go to the device once per call, and
+    logits come back as float32 CPU tensors (`.cpu()` also waits for CUDA to finish). It is also the model that
+    TorchPredictor drives (`eval`, `model_config`, `logits_by_task`), so real text takes the predictor's path."""
+
+    def __init__(self, model, device: str, torch):
+        self.model, self.device, self.torch = model, device, torch
+        self.model_config = model.model_config
+
+    def eval(self) -> _DeviceModel:
+        return self  # loaded in eval mode
+
+    def run(self, batch, routes: list[str | None]) -> list:
+        """Logits of one forward per route: a task's head alone, or (None) every head on one encoder pass."""
+        inputs = {name: batch[name].to(self.device) for name in self.model_config.input_names}
+        with self.torch.inference_mode():
+            logits = [value for task in routes for value in self.model(**inputs, task=task)["logits"]]
+            return [value.float().cpu() for value in logits]
+
+    def logits_by_task(self, **batch) -> dict:
+        return dict(zip(self.model_config.task_names, self.run(batch, [None])))
 
 
 class OrtRunner:
-    """ONNX Runtime through mtl.runtime: its sessions (explicit threads, IO binding on CUDA) for fixed shapes,
-    its Predictor (tokenizers, dynamic padding, length sorting) for real text."""
+    """ONNX Runtime through mtl.runtime's Predictor, as users run it: its sessions (explicit threads, IO binding on
+    CUDA) for fixed shapes, its tokenisation, dynamic padding and length sorting for real text. One Predictor at
+    a time, so that one copy of the graphs is in memory and peak RSS is a mode's own."""
 
     def __init__(self, folder: Path, backend: Backend, threads: int):
+        import onnxruntime
+        import tokenizers
+
         from mtl.artifacts.manifest import load_manifest
+        from mtl.runtime.session import CPU_PROVIDER, CUDA_PROVIDER
 
         self.folder, self.backend, self.threads = folder, backend, threads
         self.manifest = load_manifest(folder)
@@ -144,117 +194,60 @@ class OrtRunner:
             raise ConfigError(f"backend {backend.name}: {folder} has no {backend.variant} variant")
         self.files = self.manifest.variants[backend.variant].files
         self.tasks = list(self.manifest.task_names)
-        self._restore = _set_graph_optimization(backend.graph_optimization)
-        self._sessions: dict[str, Any] = {}
-        self._predictors: dict[str, Any] = {}
-        import onnxruntime
-        import tokenizers
-
+        self.predictor = None  # the mode's Predictor, loaded by the first call that needs it
         # GraphSession refuses to run on CPU when CUDA was asked for, so the device names the provider.
-        provider = "CUDAExecutionProvider" if backend.device == "cuda" else "CPUExecutionProvider"
-        self.info = {"provider": provider, "versions": {"onnxruntime": onnxruntime.__version__,
-                                                    "tokenizers": tokenizers.__version__},
-                     "offline_optimized": offline_fused(self.manifest)}
+        provider = CUDA_PROVIDER if backend.device == "cuda" else CPU_PROVIDER
+        self.info = EngineInfo(provider, {"onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__},
+                               offline_fused(self.manifest))
 
     def artifact_bytes(self, mode: str) -> int:
         files = [self.files.model] if mode == "fused" else [self.files.encoder, *self.files.heads.values()]
         return sum((self.folder / f).stat().st_size for f in files)
 
-    def _session(self, key: str):
-        from mtl.runtime.session import GraphSession
+    def _predictor(self, execution: str):
+        """The Predictor of `execution`, loaded in place of the one held before."""
+        from mtl.runtime import Predictor
 
-        if key not in self._sessions:
-            if key == "model":
-                path, spec = self.files.model, self.manifest.fused
-            elif key == "encoder":
-                path, spec = self.files.encoder, self.manifest.encoder
-            else:
-                path, spec = self.files.heads[key], self.manifest.heads[key]
-            self._sessions[key] = GraphSession(self.folder / path, spec, self.backend.device, self.threads)
-        return self._sessions[key]
+        if self.predictor is None or self.predictor.execution != execution:
+            self.predictor = None  # dropped before the next loads: never two copies of the graphs at once
+            self.predictor = Predictor.load(
+                self.folder, precision=self.backend.variant, device=self.backend.device, threads=self.threads,
+                execution=execution, graph_optimization=self.backend.graph_optimization)
+        return self.predictor
 
     def sweep_call(self, mode: str, feeds: dict[str, np.ndarray]) -> Call:
-        from mtl.artifacts.io_spec import EMBEDDING, logits_name
+        from mtl.artifacts.io_spec import EMBEDDING, ENCODER_GRAPH, FUSED_GRAPH, logits_name
+        from mtl.runtime.predictor import head_key
 
-        self._drop_predictors()  # one copy of the graphs in memory at a time, so peak RSS is the mode's own
-        feeds = {name: feeds[name] for name in self.manifest.input_names}
+        predictor = self._predictor("fused" if mode == "fused" else "split")
         if mode == "fused":
-            fused, outputs = self._session("model"), [logits_name(t) for t in self.tasks]
+            fused, outputs = predictor.session(FUSED_GRAPH), [logits_name(t) for t in self.tasks]
             return lambda: fused.run(feeds, outputs)
-        encoder = self._session("encoder")
-        heads = {t: (self._session(t), [logits_name(t)]) for t in self.tasks}
+        encoder = predictor.session(ENCODER_GRAPH)
+        heads = [(predictor.session(head_key(t)), [logits_name(t)]) for t in self.tasks]
 
         def split() -> list:
             embedding = encoder.run(feeds, [EMBEDDING])[0]  # (batch, hidden), once for every head
-            return [session.run({EMBEDDING: embedding}, names)[0] for session, names in heads.values()]
+            return [session.run({EMBEDDING: embedding}, names)[0] for session, names in heads]
 
         def seed() -> list:
             return [session.run({EMBEDDING: encoder.run(feeds, [EMBEDDING])[0]}, names)[0]
-                    for session, names in heads.values()]
+                    for session, names in heads]
 
         return split if mode == "split" else seed
 
-    def _predictor(self, execution: str, batch_size: int):
-        from mtl.runtime import Predictor
-
-        if execution not in self._predictors:
-            self._sessions.clear()
-            self._predictors[execution] = Predictor.load(
-                self.folder, precision=self.backend.variant, device=self.backend.device, threads=self.threads,
-                execution=execution, batch_size=batch_size)
-        return self._predictors[execution]
-
-    def text_call(self, mode: str, texts: list[str], batch_size: int) -> tuple[Call, list[list[int]], str]:
+    def text_calls(self, mode: str, texts: list[str], batch_size: int) -> list[TextPass]:
         """The runtime as users call it: tokenisation, length-sorted batches padded to their longest row."""
-        predictor = self._predictor("fused" if mode == "fused" else "split", batch_size)
+        predictor = self._predictor("fused" if mode == "fused" else "split")
         if mode == "seed":  # one call per task; split execution runs the encoder and only that task's head
             call = lambda: [predictor.logits(texts, [task], batch_size) for task in self.tasks]  # noqa: E731
         else:
             call = lambda: predictor.logits(texts, None, batch_size)  # noqa: E731
         lengths = [len(e.ids) for e in predictor.text_encoder.encode(texts)]
-        shapes = [[len(rows), max(lengths[i] for i in rows)] for rows in length_sorted_batches(lengths, batch_size)]
-        return call, shapes, "dynamic"
+        return [TextPass(call, padded_shapes(lengths, length_sorted_batches(lengths, batch_size)), "dynamic")]
 
     def logits(self, texts: list[str], batch_size: int) -> dict[str, np.ndarray]:
-        return self._predictor("fused", batch_size).logits(texts, None, batch_size)
-
-    def _drop_predictors(self) -> None:
-        self._predictors.clear()
-
-    def release(self) -> None:
-        self._sessions.clear()
-        self._predictors.clear()
+        return self._predictor("fused").logits(texts, None, batch_size)
 
     def close(self) -> None:
-        self.release()
-        self._restore()
-
-
-def _set_graph_optimization(level: str) -> Callable[[], None]:
-    """Make the runtime open its sessions at `level` ("basic" or "all"); returns the undo.
-
-    mtl.runtime always asks ORT for every graph optimisation, which is right for users but leaves no way to
-    measure the unfused fp32 graph. GraphSession builds its options with `session.session_options` at each
-    session's creation, so wrapping that one function changes only this process, which runs only this backend
-    (in-process runs undo it when the backend is done). A public `graph_optimization=` on Predictor.load would
-    make this unnecessary."""
-    import onnxruntime as ort
-
-    from mtl.runtime import session as runtime_session
-
-    original = runtime_session.session_options
-    if level == "all":
-        return lambda: None
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
-
-    def options(threads: int):
-        built = original(threads)
-        built.graph_optimization_level = levels[level]
-        return built
-
-    runtime_session.session_options = options
-
-    def undo() -> None:
-        runtime_session.session_options = original
-
-    return undo
+        self.predictor = None

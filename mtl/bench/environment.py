@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,43 @@ CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", 
              "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp", "sve")
 
 
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    architecture: str
+    flags: list[str]  # those of CPU_FLAGS it has
+    logical_cores: int | None
+    physical_cores: int | None
+    usable_cores: int  # the ones this process may run on
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    driver: str
+    memory: str  # as nvidia-smi prints it, e.g. "81559 MiB"
+    compute_capability: str
+
+
+@dataclass(frozen=True)
+class Environment:
+    platform: str
+    load_average_at_start: list[float] | None
+    cpu: CpuInfo
+    threads: int
+    gpus: list[GpuInfo]
+    versions: dict[str, str]
+    execution_providers: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Environment:
+        return cls(**{**data, "cpu": CpuInfo(**data["cpu"]), "gpus": [GpuInfo(**g) for g in data["gpus"]]})
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     model, flags, physical = platform.processor() or platform.machine(), set(), None
     try:
         text = cpuinfo.read_text(errors="ignore")
@@ -38,14 +75,8 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     if cores:
         physical = cores * max(1, len(sockets))
     physical = _psutil_physical_cores() or physical
-    return {
-        "model": model,
-        "architecture": platform.machine(),
-        "flags": [f for f in CPU_FLAGS if f in flags],
-        "logical_cores": os.cpu_count(),
-        "physical_cores": physical,
-        "usable_cores": usable_cores(),
-    }
+    return CpuInfo(model=model, architecture=platform.machine(), flags=[f for f in CPU_FLAGS if f in flags],
+                   logical_cores=os.cpu_count(), physical_cores=physical, usable_cores=usable_cores())
 
 
 def _psutil_physical_cores() -> int | None:
@@ -56,7 +87,7 @@ def _psutil_physical_cores() -> int | None:
     return psutil.cpu_count(logical=False)
 
 
-def gpu_info() -> list[dict[str, str]]:
+def gpu_info() -> list[GpuInfo]:
     """One entry per NVIDIA GPU, from nvidia-smi; empty where there is none (or no driver)."""
     if shutil.which("nvidia-smi") is None:
         return []
@@ -70,8 +101,7 @@ def gpu_info() -> list[dict[str, str]]:
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) >= 3:
-            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2],
-                         "compute_capability": parts[3] if len(parts) > 3 else ""})
+            gpus.append(GpuInfo(parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else ""))
     return gpus
 
 
@@ -99,13 +129,7 @@ def busy_note(load: list[float] | None, cores: int) -> str | None:
     return None
 
 
-def collect_environment(threads: int) -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "load_average_at_start": load_average(),
-        "cpu": cpu_info(),
-        "threads": threads,
-        "gpus": gpu_info(),
-        "versions": library_versions(),
-        "execution_providers": ort_providers(),
-    }
+def collect_environment(threads: int) -> Environment:
+    return Environment(platform=platform.platform(), load_average_at_start=load_average(), cpu=cpu_info(),
+                       threads=threads, gpus=gpu_info(), versions=library_versions(),
+                       execution_providers=ort_providers())

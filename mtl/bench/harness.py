@@ -1,8 +1,8 @@
 """Running a planned bench: a worker process per backend (sweep, real text, accuracy), then a cold start per
 backend; rows are kept as each arrives, so Ctrl-C or a failing backend still leaves every finished one.
 
-The report is a plain JSON-ready dict: raw latencies and unformatted numbers. `mtl.bench.report` renders it.
-No torch in this process: PyTorch runs only inside its own worker.
+The report is a `records.Report`: raw latencies and unformatted numbers (`to_dict` for JSON). `mtl.bench.report`
+renders it. No torch in this process: PyTorch runs only inside its own worker.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import json
 import logging
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -26,14 +26,24 @@ import mtl
 from mtl.bench.backends import Backend
 from mtl.bench.environment import busy_note, collect_environment
 from mtl.bench.plan import COLD_START_TEXT, BenchOptions, BenchPlan, plan_bench
-from mtl.bench.stats import BASELINE, add_speedups, batches_flops, call_flops, latency_summary
+from mtl.bench.records import (
+    AccuracyRow,
+    ColdStart,
+    ColdStartRun,
+    EngineInfo,
+    Measurement,
+    Report,
+    Row,
+    Settings,
+    TextSettings,
+    WorkerRecord,
+)
+from mtl.bench.stats import BASELINE, ENGINE_BASELINE, add_speedups, batches_flops, call_flops, latency_summary
 from mtl.bench.worker import MIN_RUNS
 from mtl.errors import BenchError, UserError
 
 log = logging.getLogger(__name__)
 
-REPORT_FORMAT = "mtl-onnx/bench"
-REPORT_VERSION = 1
 ProgressCallback = Callable[[str, int, int], None]  # (what runs now, units done, units in all)
 INTERRUPTED_CODES = (130, -signal.SIGINT)  # the worker's own exit on Ctrl-C, or killed by the signal
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS",
@@ -57,7 +67,7 @@ class _Progress:
             self.callback(self.current, self.done, self.total)
 
 
-def run_bench(plan: BenchPlan, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+def run_bench(plan: BenchPlan, on_progress: ProgressCallback | None = None) -> Report:
     """Every backend of the plan, measured; returns the report, also when interrupted (`interrupted`) or when a
     backend failed (`failed`: one line), with the rows finished before."""
     report = _new_report(plan)
@@ -66,68 +76,61 @@ def run_bench(plan: BenchPlan, on_progress: ProgressCallback | None = None) -> d
     try:
         for backend in plan.backends:
             _run_backend(plan, backend, report, predictions, progress)
-        if plan.cold_start_enabled:
-            for backend in plan.backends:
-                report["cold_start"].append(_cold_start(plan, backend, progress))
+        for backend in plan.cold_start_backends:
+            report.cold_start.append(_cold_start(plan, backend, progress))
     except KeyboardInterrupt:
-        report["interrupted"] = True
-        log.info("interrupted: keeping the %d finished row(s)", len(report["rows"]))
+        report.interrupted = True
+        log.info("interrupted: keeping the %d finished row(s)", len(report.rows))
     except UserError as err:
-        report["failed"] = str(err)
-    add_speedups(report["rows"])
-    report["accuracy"] = accuracy_rows(predictions, plan.validation)
+        report.failed = str(err)
+    add_speedups(report.rows)
+    report.accuracy = accuracy_rows(predictions, plan.validation)
     return report
 
 
 def quick_bench(checkpoint: Path, export_dir: Path, *, validation_data: dict[str, Path] | str | None = None,
                 threads: int | None = None, cold_start: bool = True,
-                on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+                on_progress: ProgressCallback | None = None) -> Report:
     """A small bench for `mtl-onnx quickstart`: batch 1 and 8 at 32 and 128 tokens, seed routing against fused,
-    128 real texts, PyTorch against every ONNX variant the export holds (about a minute on 2 cores with MiniLM).
-    `validation_data` ({task: file} or "demo") adds each backend's accuracy. Render the result with
-    `mtl.bench.report.rich_tables`."""
-    options = BenchOptions(checkpoint=Path(checkpoint), onnx=Path(export_dir), modes="seed,fused",
+    128 real texts, PyTorch fp32 against every ONNX variant the export holds (about a minute on 2 cores with
+    MiniLM; PyTorch int8 and the peer are left to `mtl-onnx bench`). `validation_data` ({task: file} or "demo")
+    adds each backend's accuracy. Render the result with `mtl.bench.report.rich_tables`."""
+    options = BenchOptions(checkpoint=Path(checkpoint), onnx=Path(export_dir), backends="torch-fp32,ort",
+                           modes="seed,fused",
                            batch_sizes=(1, 8), sequence_lengths=(32, 128), warmup=1, runs=5, max_cell_seconds=2.0,
                            corpus_limit=128, text_runs=2, validation_data=validation_data or {},
                            validation_limit=200, cold_start=cold_start, threads=threads)
     return run_bench(plan_bench(options), on_progress)
 
 
-def _new_report(plan: BenchPlan) -> dict[str, Any]:
+def _new_report(plan: BenchPlan) -> Report:
     options = plan.options
     environment = collect_environment(plan.threads)
-    busy = busy_note(environment["load_average_at_start"], environment["cpu"]["usable_cores"])
-    return {
-        "format": REPORT_FORMAT, "format_version": REPORT_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "interrupted": False, "failed": None,
-        "environment": environment,
-        "settings": {
-            "device": options.device, "threads": plan.threads, "isolated": options.isolate,
-            "warmup": options.warmup, "runs": options.runs, "min_runs": MIN_RUNS,
-            "max_cell_seconds": options.max_cell_seconds,
-            "shapes": [[s.batch, s.sequence] for s in plan.shapes],
-            "text": _text_settings(plan.text),
-            "validation": {t: {"file": d["file"], "examples": len(d["labels"])} for t, d in plan.validation.items()},
-            "speedup_baseline": "-".join(BASELINE[:2]) + f" ({BASELINE[2]} routing)",
-        },
-        "model": {
-            "checkpoint": str(options.checkpoint) if options.checkpoint else None,
-            "onnx": str(options.onnx) if options.onnx else None,
-            "backbone": plan.config.backbone, "max_length": plan.config.max_length,
-            "tasks": {t.name: len(t.labels) for t in plan.config.tasks}, "encoder": plan.dims.to_dict(),
-        },
-        "backends": [{**b.to_dict(), "modes": list(plan.modes[b.name])} for b in plan.backends],
-        "rows": [], "cold_start": [], "accuracy": [], "workers": [],
-        "notes": list(plan.notes) + ([busy] if busy else []),
+    busy = busy_note(environment.load_average_at_start, environment.cpu.usable_cores)
+    settings = Settings(
+        device=options.device, threads=plan.threads, isolated=options.isolate, warmup=options.warmup,
+        runs=options.runs, min_runs=MIN_RUNS, max_cell_seconds=options.max_cell_seconds,
+        shapes=[[s.batch, s.sequence] for s in plan.shapes], text=_text_settings(plan.text),
+        validation={t: {"file": d["file"], "examples": len(d["labels"])} for t, d in plan.validation.items()},
+        speedup_baseline="-".join(BASELINE[:2]) + f" ({BASELINE[2]} routing)", engine_speedup_baseline=ENGINE_BASELINE)
+    model = {
+        "checkpoint": str(options.checkpoint) if options.checkpoint else None,
+        "onnx": str(options.onnx) if options.onnx else None,
+        "backbone": plan.config.backbone, "max_length": plan.config.max_length,
+        "tasks": {t.name: len(t.labels) for t in plan.config.tasks}, "encoder": plan.dims.to_dict(),
     }
+    return Report(created=datetime.now(timezone.utc).isoformat(timespec="seconds"), environment=environment,
+                  settings=settings, model=model,
+                  backends=[{**b.to_dict(), "modes": list(plan.modes[b.name])} for b in plan.backends],
+                  notes=list(plan.notes) + ([busy] if busy else []))
 
 
-def _text_settings(text: dict[str, Any] | None) -> dict[str, Any] | None:
+def _text_settings(text: dict[str, Any] | None) -> TextSettings | None:
     if text is None:
         return None
-    return {"source": text["source"], "texts": len(text["texts"]), "batch_size": text["batch_size"],
-            "runs": text["runs"], "warmup_batches": text["warmup"]}
+    batches = -(-len(text["texts"]) // text["batch_size"])  # per pass
+    return TextSettings(source=text["source"], texts=len(text["texts"]), batch_size=text["batch_size"],
+                        runs=text["runs"], warmup_batches=text["warmup"] * batches, warmup_passes=text["warmup"])
 
 
 def _bench_job(plan: BenchPlan, backend: Backend) -> dict[str, Any]:
@@ -144,28 +147,29 @@ def _bench_job(plan: BenchPlan, backend: Backend) -> dict[str, Any]:
     }
 
 
-def _run_backend(plan: BenchPlan, backend: Backend, report: dict, predictions: dict, progress: _Progress) -> None:
-    info: dict[str, Any] = {}
-    mine: list[dict] = []
+def _run_backend(plan: BenchPlan, backend: Backend, report: Report, predictions: dict, progress: _Progress) -> None:
+    info: EngineInfo | None = None
+    load_s: float | None = None
+    mine: list[Row] = []
 
     def handle(event: dict) -> None:
+        nonlocal info, load_s
         kind = event["event"]
         if kind == "cell":
             progress.label(event["label"])
         elif kind == "loaded":
-            info.update(event["info"], load_s=event["seconds"])
+            info, load_s = EngineInfo.from_dict(event["info"]), event["seconds"]
         elif kind == "row":
-            mine.append(finish_row(event["row"], backend, info, plan))
-            report["rows"].append(mine[-1])
+            mine.append(finish_row(Measurement.from_dict(event["row"]), backend, info, plan))
+            report.rows.append(mine[-1])
             progress.advance()
         elif kind == "predictions":
             predictions.setdefault(backend.name, {})[event["task"]] = event["predicted"]
             progress.advance()
         elif kind == "done" and plan.options.isolate:
             for row in mine:
-                row["peak_rss_bytes"] = event["peak_rss_bytes"]
-            report["workers"].append({"backend": backend.name, "load_s": info.get("load_s"),
-                                      "peak_rss_bytes": event["peak_rss_bytes"], "modules": event["modules"]})
+                row.peak_rss_bytes = event["peak_rss_bytes"]
+            report.workers.append(WorkerRecord(backend.name, load_s, event["peak_rss_bytes"], event["modules"]))
         elif kind == "error":
             raise BenchError(f"{backend.name}: {event['message']}")
 
@@ -178,21 +182,16 @@ def _run_backend(plan: BenchPlan, backend: Backend, report: dict, predictions: d
         worker.execute(_bench_job(plan, backend), handle)
 
 
-def finish_row(raw: dict[str, Any], backend: Backend, info: dict[str, Any], plan: BenchPlan) -> dict[str, Any]:
+def finish_row(measured: Measurement, backend: Backend, info: EngineInfo, plan: BenchPlan) -> Row:
     """A worker's raw measurement, with what it ran on and the figures derived from its latencies."""
-    row = {**backend.to_dict(), "provider": info.get("provider"), "threads": plan.threads,
-           "offline_optimized": info.get("offline_optimized"), "versions": info.get("versions", {}),
-           "padding": None, **raw}
-    row.update(latency_summary(raw["latencies_s"], raw["items_per_call"]))
+    summary = latency_summary(measured.latencies_s, measured.items_per_call)
     labels = [len(t.labels) for t in plan.config.tasks]
-    if raw["workload"] == "synthetic":
-        flops = call_flops(plan.dims, labels, raw["batch_size"], raw["sequence_length"], raw["mode"])
+    if measured.workload == "synthetic":
+        flops = call_flops(plan.dims, labels, measured.batch_size, measured.sequence_length, measured.mode)
     else:
-        flops = batches_flops(plan.dims, labels, raw["batch_shapes"], raw["mode"])
-    row["flops_per_call"] = flops
-    row["gflops_per_s"] = flops / row["p50_s"] / 1e9 if row["p50_s"] > 0 else None
-    row["peak_rss_bytes"] = None  # known when the worker is done
-    return row
+        flops = batches_flops(plan.dims, labels, measured.batch_shapes, measured.mode)
+    return Row(backend, info.provider, plan.threads, info.offline_optimized, info.versions, measured, summary,
+               flops_per_call=flops, gflops_per_s=flops / summary.p50_s / 1e9 if summary.p50_s > 0 else None)
 
 
 def worker_env(threads: int) -> dict[str, str]:
@@ -259,7 +258,7 @@ def _last_line(stream) -> str:
     return lines[-1][:300] if lines else "no error message"
 
 
-def _cold_start(plan: BenchPlan, backend: Backend, progress: _Progress) -> dict[str, Any]:
+def _cold_start(plan: BenchPlan, backend: Backend, progress: _Progress) -> ColdStart:
     options = plan.options
     job = {"kind": "cold_start", "backend": backend.to_dict(), "threads": plan.threads, "text": COLD_START_TEXT,
            "checkpoint": str(options.checkpoint) if options.checkpoint else None,
@@ -269,15 +268,10 @@ def _cold_start(plan: BenchPlan, backend: Backend, progress: _Progress) -> dict[
         progress.label(f"{backend.name} cold start")
         runs.append(_one_cold_start(job, plan.threads, backend.name))
         progress.advance()
-    seconds = [r["seconds"] for r in runs]
-    return {**backend.to_dict(), "seconds": seconds, "median_s": statistics.median(seconds),
-            "import_s": statistics.median(r["import_s"] for r in runs),
-            "load_s": statistics.median(r["load_s"] for r in runs),
-            "predict_s": statistics.median(r["predict_s"] for r in runs),
-            "peak_rss_bytes": max((r["peak_rss_bytes"] or 0) for r in runs) or None, "modules": runs[-1]["modules"]}
+    return ColdStart.of_runs(backend, runs)
 
 
-def _one_cold_start(job: dict, threads: int, name: str) -> dict[str, Any]:
+def _one_cold_start(job: dict, threads: int, name: str) -> ColdStartRun:
     """From spawning a fresh interpreter to its first prediction: what a user waits for on `mtl-onnx predict`
     (the files are in the page cache after the sweep, as they are on a machine that serves them)."""
     with tempfile.TemporaryFile("w+", encoding="utf-8") as errors:
@@ -297,10 +291,10 @@ def _one_cold_start(job: dict, threads: int, name: str) -> dict[str, Any]:
         if not first or first.get("event") != "prediction":
             detail = first["message"] if first and first.get("event") == "error" else _last_line(errors)
             raise BenchError(f"{name} cold start failed: {detail}")
-    return {**first, "seconds": seconds}
+    return replace(ColdStartRun.from_dict(first), seconds=seconds)
 
 
-def accuracy_rows(predictions: dict[str, dict[str, list[int]]], validation: dict[str, dict]) -> list[dict]:
+def accuracy_rows(predictions: dict[str, dict[str, list[int]]], validation: dict[str, dict]) -> list[AccuracyRow]:
     """Per backend and task: accuracy, and its difference to (and agreement with) the reference backend's
     predictions: PyTorch fp32 where it ran, else the first backend."""
     if not predictions:
@@ -313,10 +307,9 @@ def accuracy_rows(predictions: dict[str, dict[str, list[int]]], validation: dict
             mine = np.asarray(predicted)
             ref = np.asarray(predictions.get(reference, {}).get(task, []))
             accuracy = float(np.mean(mine == truth))
-            row = {"backend": backend, "task": task, "examples": int(truth.size), "accuracy": accuracy,
-                   "reference": reference, "delta_points": None, "agreement": None}
-            if ref.size == mine.size:
-                row["delta_points"] = 100 * (accuracy - float(np.mean(ref == truth)))
-                row["agreement"] = float(np.mean(mine == ref))
-            rows.append(row)
+            compared = ref.size == mine.size
+            rows.append(AccuracyRow(
+                backend, task, int(truth.size), accuracy, reference,
+                delta_points=100 * (accuracy - float(np.mean(ref == truth))) if compared else None,
+                agreement=float(np.mean(mine == ref)) if compared else None))
     return rows

@@ -18,6 +18,7 @@ from mtl.artifacts.checkpoint import (
 from mtl.artifacts.environment import usable_cores
 from mtl.artifacts.jsonfile import read_json
 from mtl.bench.backends import (
+    COLD_START_ENGINES,
     INSTALL,
     Backend,
     check_dependencies,
@@ -28,8 +29,10 @@ from mtl.bench.backends import (
     parse_backends,
     parse_modes,
     parse_precisions,
+    peer_available,
     resolve_backends,
     split_list,
+    text_paddings,
 )
 from mtl.bench.environment import ort_providers
 from mtl.bench.stats import EncoderDims
@@ -64,7 +67,8 @@ class BenchOptions:
     workloads: str = "synthetic,text"
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     sequence_lengths: tuple[int, ...] = DEFAULT_SEQUENCE_LENGTHS
-    # Sized so that the default sweep over MiniLM (four backends, three modes) takes about 7 minutes on 2 cores.
+    # Sized so that the default sweep over MiniLM with four backends (PyTorch fp32, three ORT) and three modes took
+    # about 7 minutes on 2 cores; PyTorch int8 and the peer's two backends, defaults since, add to that (not measured).
     warmup: int = 2
     runs: int = 10
     max_cell_seconds: float = 4.0
@@ -96,15 +100,18 @@ class BenchPlan:
     notes: list[str]
 
     def total_units(self) -> int:
-        """Progress units: one per measurement cell, accuracy task and cold start."""
-        per_mode = len(self.shapes) + (1 if self.text else 0)
-        cells = sum(len(self.modes[b.name]) * per_mode + len(self.validation) for b in self.backends)
-        cold = len(self.backends) * self.options.cold_runs if self.cold_start_enabled else 0
-        return cells + cold
+        """Progress units: one per measurement cell (a text pass each), accuracy task and cold start."""
+        cells = len(self.validation) * len(self.backends)
+        for backend in self.backends:
+            for mode in self.modes[backend.name]:
+                cells += len(self.shapes) + (len(text_paddings(backend.engine, mode)) if self.text else 0)
+        return cells + len(self.cold_start_backends) * self.options.cold_runs
 
     @property
-    def cold_start_enabled(self) -> bool:
-        return self.options.cold_start and self.options.isolate
+    def cold_start_backends(self) -> list[Backend]:
+        if not (self.options.cold_start and self.options.isolate):
+            return []
+        return [b for b in self.backends if b.engine in COLD_START_ENGINES]
 
 
 def classify_model_folder(path: Path) -> str:
@@ -152,12 +159,15 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     items, modes = parse_backends(options.backends), parse_modes(options.modes)
     precisions = parse_precisions(options.precisions)
     config, dims, variants, notes = _model(options)
-    have = {"torch": options.checkpoint is not None, "ort": options.onnx is not None}
-    if items is None and have["torch"] and not (module_available("torch") and module_available("transformers")):
-        have["torch"] = False  # a default, not a request: run what can run, and say what was left out
-        notes.append(f"PyTorch backends skipped: torch is not installed ({INSTALL['torch']})")
+    checkpoint = options.checkpoint is not None
+    have = {"torch": checkpoint, "ort": options.onnx is not None, "st": checkpoint}
+    if items is None:
+        _drop_uninstalled(have, notes)
     backends, skipped = resolve_backends(items, precisions, device, have, variants)
     notes += skipped
+    if any(b.engine == "st" for b in backends):
+        notes.append("the peer (st-*) exports, and for int8 quantises, the encoder when its worker loads: its peak "
+                     "RSS includes that, and it has no cold start")
     check_dependencies(backends, ort_providers() if any(b.engine == "ort" for b in backends) else [])
     named_engines = {i.partition("-")[0] for i in items or ()}
     backend_modes = {b.name: modes_for(b, modes, b.engine in named_engines) for b in backends}
@@ -179,6 +189,16 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     if threads > usable_cores():
         notes.append(f"{threads} threads on {usable_cores()} usable cores: the backends are oversubscribed")
     return BenchPlan(options, backends, backend_modes, shapes, text, validation, config, dims, threads, notes)
+
+
+def _drop_uninstalled(have: dict[str, bool], notes: list[str]) -> None:
+    """Defaults, not requests: run what can run, and say what was left out."""
+    if have["torch"] and not (module_available("torch") and module_available("transformers")):
+        have["torch"] = have["st"] = False
+        notes.append(f"PyTorch backends and the peer skipped: torch is not installed ({INSTALL['torch']})")
+    if have["st"] and not peer_available():
+        have["st"] = False
+        notes.append(f"the peer (sentence-transformers' ONNX backend, st-*) skipped: not installed ({INSTALL['st']})")
 
 
 def _check_numbers(options: BenchOptions) -> None:
@@ -243,6 +263,8 @@ def _export_encoder_config(folder: Path) -> dict[str, Any]:
 
 def _text_workload(options: BenchOptions) -> dict[str, Any]:
     texts, source = load_corpus(options.corpus, options.text_field, options.corpus_limit)
+    # Warm-up is a whole pass (every batch shape the timed passes meet), and one is enough: a pass of PyTorch
+    # padded to max length can take many seconds.
     return {"texts": texts, "source": source, "batch_size": options.text_batch_size, "runs": options.text_runs,
             "warmup": min(options.warmup, 1)}
 

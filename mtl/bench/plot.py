@@ -4,9 +4,9 @@ speed-up bars against PyTorch fp32 with the seed's routing. matplotlib is option
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from mtl.bench.backends import INSTALL
+from mtl.bench.backends import INSTALL, text_paddings
+from mtl.bench.records import Report, Row
 from mtl.bench.stats import geometric_mean
 from mtl.errors import MissingDependencyError
 
@@ -24,35 +24,39 @@ def _pyplot():
     return plt
 
 
-def _series_label(row: dict[str, Any]) -> str:
-    return f"{row['backend']} {row['mode']}"
+def _series_label(row: Row) -> str:
+    # PyTorch's real-text "fused" is measured padded two ways: name the padding there, or the two would merge.
+    if row.measured.padding and len(text_paddings(row.backend.engine, row.measured.mode)) > 1:
+        return row.label
+    return f"{row.backend.name} {row.measured.mode}"
 
 
-def speedup_bars(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+def speedup_bars(report: Report) -> dict[str, dict[str, float]]:
     """{"backend mode": {"sweep (geo-mean)": x, "real text": y}} for the rows that have a speed-up."""
     bars: dict[str, dict[str, list[float]]] = {}
-    for row in report["rows"]:
-        if row.get("speedup") is None:
+    for row in report.rows:
+        if row.speedup is None:
             continue
-        kind = "sweep (geometric mean)" if row["workload"] == "synthetic" else "real text"
-        bars.setdefault(_series_label(row), {}).setdefault(kind, []).append(row["speedup"])
+        kind = "sweep (geometric mean)" if row.measured.workload == "synthetic" else "real text"
+        bars.setdefault(_series_label(row), {}).setdefault(kind, []).append(row.speedup)
     return {label: {kind: geometric_mean(values) for kind, values in kinds.items()} for label, kinds in bars.items()}
 
 
-def write_plot(report: dict[str, Any], path: Path) -> None:
+def write_plot(report: Report, path: Path) -> None:
     plt = _pyplot()
-    sweep = [r for r in report["rows"] if r["workload"] == "synthetic"]
-    batches = sorted({r["batch_size"] for r in sweep})[:MAX_LATENCY_PANELS]
+    sweep = [r for r in report.rows if r.measured.workload == "synthetic"]
+    batches = sorted({r.measured.batch_size for r in sweep})[:MAX_LATENCY_PANELS]
     columns = max(1, len(batches))
     figure = plt.figure(figsize=(5 * columns, 9), layout="constrained")
     grid = figure.add_gridspec(2, columns)
     for index, batch in enumerate(batches):
-        _latency_panel(figure.add_subplot(grid[0, index]), [r for r in sweep if r["batch_size"] == batch], batch)
+        panel_rows = [r for r in sweep if r.measured.batch_size == batch]
+        _latency_panel(figure.add_subplot(grid[0, index]), panel_rows, batch)
     if not batches:
         figure.add_subplot(grid[0, :]).text(0.5, 0.5, "no synthetic rows", ha="center", va="center")
     _speedup_panel(figure.add_subplot(grid[1, :]), speedup_bars(report))
-    figure.suptitle(f"mtl-onnx bench, {report['environment']['cpu']['model']}, "
-                    f"{report['settings']['threads']} thread(s), {report['settings']['device']}")
+    figure.suptitle(f"mtl-onnx bench, {report.environment.cpu.model}, "
+                    f"{report.settings.threads} thread(s), {report.settings.device}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -62,12 +66,13 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
 LINE_STYLES = {"fused": "-", "split": "--", "seed": ":"}
 
 
-def _latency_panel(axes, rows: list[dict[str, Any]], batch: int) -> None:
+def _latency_panel(axes, rows: list[Row], batch: int) -> None:
     # One colour per backend, one line style per mode: the eye finds "same backend" and "same mode" at once.
-    backends = list(dict.fromkeys(row["backend"] for row in rows))
+    backends = list(dict.fromkeys(row.backend.name for row in rows))
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for row in rows:
-        series.setdefault((row["backend"], row["mode"]), []).append((row["sequence_length"], row["p50_s"] * 1e3))
+        point = (row.measured.sequence_length, row.summary.p50_s * 1e3)
+        series.setdefault((row.backend.name, row.measured.mode), []).append(point)
     for (backend, mode), points in series.items():
         points.sort()
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{backend} {mode}",

@@ -1,5 +1,5 @@
-"""Rendering a bench report (the dict `run_bench` returns): rich tables for the terminal, JSON (raw latencies,
-numbers as measured), Markdown, and a progress callback for the CLI. The PNG lives in `plot`.
+"""Rendering a bench report (the `records.Report` that `run_bench` returns): rich tables for the terminal, JSON
+(raw latencies, numbers as measured), Markdown, and a progress callback for the CLI. The PNG lives in `plot`.
 
 Numbers are formatted here and nowhere else. One table model (`sections`) feeds both rich and Markdown, so the two
 always show the same columns.
@@ -10,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
+
+from mtl.bench.backends import Backend
+from mtl.bench.records import Report, Row
+from mtl.bench.stats import P99_MIN_RUNS, tail_latency
 
 Section = tuple[str, list[str], list[list[str]]]  # title, column headers, rows of cells
 
-# Short headers: fourteen columns have to fit a terminal; the section titles carry the units.
-SWEEP_HEADERS = ["backend", "mode", "batch", "seq", "p50", "p90", "p99", "mean", "runs", "seq/s", "speed-up",
-                 "GFLOP/s", "peak RSS", "size"]
-TEXT_HEADERS = ["backend", "mode", "padding", "texts", "tokens", "p50 s", "texts/s", "speed-up", "GFLOP/s",
+# Short headers: fifteen columns have to fit a terminal; the section titles and `legend_lines` say the rest.
+SWEEP_HEADERS = ["backend", "mode", "batch", "seq", "p50", "p90", "p99 / max", "mean", "runs", "seq/s", "vs seed",
+                 "vs torch", "GFLOP/s", "peak RSS", "size"]
+TEXT_HEADERS = ["backend", "mode", "padding", "texts", "tokens", "p50 s", "texts/s", "vs seed", "vs torch", "GFLOP/s",
                 "peak RSS"]
 COLD_HEADERS = ["backend", "start to first prediction", "import", "load", "predict", "peak RSS", "imports torch"]
 ACCURACY_HEADERS = ["backend", "task", "examples", "accuracy %", "Δ points", "agreement %"]
@@ -50,86 +54,125 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def _backend_label(row: dict[str, Any]) -> str:
-    label = row["backend"]
-    return label if row.get("device", "cpu") == "cpu" else f"{label} ({row['device']})"
+def _backend_label(backend: Backend) -> str:
+    return backend.name if backend.device == "cpu" else f"{backend.name} ({backend.device})"
 
 
-def sweep_section(report: dict[str, Any]) -> Section:
-    rows = [r for r in report["rows"] if r["workload"] == "synthetic"]
-    rows.sort(key=lambda r: (r["batch_size"], r["sequence_length"]))
-    cells = [[_backend_label(r), r["mode"], str(r["batch_size"]), str(r["sequence_length"]), milliseconds(r["p50_s"]),
-              milliseconds(r["p90_s"]), milliseconds(r["p99_s"]), milliseconds(r["mean_s"]), str(r["runs"]),
-              number(r["throughput_per_s"]), ratio(r.get("speedup")), number(r["gflops_per_s"]),
-              mebibytes(r.get("peak_rss_bytes")), mebibytes(r.get("artifact_bytes"))] for r in rows]
-    title = "synthetic sweep: ms per call; speed-up against PyTorch fp32 with seed routing, same shape"
-    return title, SWEEP_HEADERS, cells
+def _rows(report: Report, workload: str) -> list[Row]:
+    return [row for row in report.rows if row.measured.workload == workload]
 
 
-def text_section(report: dict[str, Any]) -> Section:
-    rows = [r for r in report["rows"] if r["workload"] == "text"]
-    cells = [[_backend_label(r), r["mode"], r.get("padding") or "-", str(r["items_per_call"]),
-              f"{r['padded_tokens']:,}", f"{r['p50_s']:.3f}", number(r["throughput_per_s"]), ratio(r.get("speedup")),
-              number(r["gflops_per_s"]), mebibytes(r.get("peak_rss_bytes"))] for r in rows]
-    settings = report["settings"].get("text") or {}
-    title = (f"real text: every task for each of {settings.get('texts', '?')} texts ({settings.get('source', '')}); "
+def sweep_section(report: Report) -> Section:
+    rows = sorted(_rows(report, "synthetic"), key=lambda r: (r.measured.batch_size, r.measured.sequence_length))
+    cells = []
+    for row in rows:
+        measured, summary = row.measured, row.summary
+        cells.append([
+            _backend_label(row.backend), measured.mode, str(measured.batch_size), str(measured.sequence_length),
+            milliseconds(summary.p50_s), milliseconds(summary.p90_s), tail_cell(row), milliseconds(summary.mean_s),
+            str(summary.runs), number(summary.throughput_per_s), ratio(row.speedup), ratio(row.engine_speedup),
+            number(row.gflops_per_s), mebibytes(row.peak_rss_bytes), mebibytes(measured.artifact_bytes)])
+    return "synthetic sweep: ms per call, full-length rows", SWEEP_HEADERS, cells
+
+
+def tail_cell(row: Row) -> str:
+    """The p99 where the row has enough runs for one; otherwise its slowest run, marked as such."""
+    label, seconds = tail_latency(row)
+    return milliseconds(seconds) if label == "p99" else f"max {milliseconds(seconds)}"
+
+
+def text_section(report: Report) -> Section:
+    cells = [[_backend_label(r.backend), r.measured.mode, r.measured.padding or "-", str(r.measured.items_per_call),
+              f"{r.measured.padded_tokens:,}", f"{r.summary.p50_s:.3f}", number(r.summary.throughput_per_s),
+              ratio(r.speedup), ratio(r.engine_speedup), number(r.gflops_per_s), mebibytes(r.peak_rss_bytes)]
+             for r in _rows(report, "text")]
+    text = report.settings.text
+    title = (f"real text: every task for each of {text.texts if text else '?'} texts ({text.source if text else ''}); "
              f"seconds per pass, padded tokens per pass")
     return title, TEXT_HEADERS, cells
 
 
-def cold_section(report: dict[str, Any]) -> Section:
-    cells = [[_backend_label(r), seconds_text(r["median_s"]), seconds_text(r["import_s"]), seconds_text(r["load_s"]),
-              seconds_text(r["predict_s"]), mebibytes(r.get("peak_rss_bytes")),
-              "yes" if r.get("modules", {}).get("torch") else "no"] for r in report["cold_start"]]
+def cold_section(report: Report) -> Section:
+    cells = [[_backend_label(c.backend), seconds_text(c.median_s), seconds_text(c.import_s), seconds_text(c.load_s),
+              seconds_text(c.predict_s), mebibytes(c.peak_rss_bytes), "yes" if c.modules.get("torch") else "no"]
+             for c in report.cold_start]
     return "cold start: a new process from spawn to its first prediction (median)", COLD_HEADERS, cells
 
 
-def accuracy_section(report: dict[str, Any]) -> Section:
-    rows = report["accuracy"]
-    reference = rows[0]["reference"] if rows else ""
-    cells = [[r["backend"], r["task"], str(r["examples"]), percent(r["accuracy"]),
-              "-" if r["delta_points"] is None else f"{r['delta_points']:+.2f}", percent(r["agreement"])]
-             for r in rows]
+def accuracy_section(report: Report) -> Section:
+    rows = report.accuracy
+    reference = rows[0].reference if rows else ""
+    cells = [[r.backend, r.task, str(r.examples), percent(r.accuracy),
+              "-" if r.delta_points is None else f"{r.delta_points:+.2f}", percent(r.agreement)] for r in rows]
     return f"accuracy on validation data (Δ and agreement against {reference})", ACCURACY_HEADERS, cells
 
 
-def environment_lines(report: dict[str, Any]) -> list[str]:
-    env, settings = report["environment"], report["settings"]
-    cpu = env["cpu"]
+def environment_lines(report: Report) -> list[str]:
+    env, settings = report.environment, report.settings
+    cpu = env.cpu
     lines = [
-        f"CPU: {cpu['model']} ({cpu['architecture']}), {cpu['physical_cores'] or '?'} physical / "
-        f"{cpu['logical_cores']} logical cores, {cpu['usable_cores']} usable; flags: {', '.join(cpu['flags']) or '-'}",
-        f"threads per backend: {settings['threads']}; device: {settings['device']}; "
-        f"{'one process per backend' if settings['isolated'] else 'all backends in one process (not isolated)'}",
-        "GPU: " + ("; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in env["gpus"]) or "none"),
-        "versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        "ONNX Runtime providers: " + (", ".join(env["execution_providers"]) or "-"),
-        "load average at start: " + (", ".join(map(str, env.get("load_average_at_start") or [])) or "-"),
-        f"warm-up {settings['warmup']}, up to {settings['runs']} timed runs per cell (at least "
-        f"{settings['min_runs']}, {settings['max_cell_seconds']:g} s budget per cell)",
+        f"CPU: {cpu.model} ({cpu.architecture}), {cpu.physical_cores or '?'} physical / "
+        f"{cpu.logical_cores} logical cores, {cpu.usable_cores} usable; flags: {', '.join(cpu.flags) or '-'}",
+        f"threads per backend: {settings.threads}; device: {settings.device}; "
+        f"{'one process per backend' if settings.isolated else 'all backends in one process (not isolated)'}",
+        "GPU: " + ("; ".join(f"{g.name} (driver {g.driver}, {g.memory})" for g in env.gpus) or "none"),
+        "versions: " + ", ".join(f"{k} {v}" for k, v in env.versions.items()),
+        "ONNX Runtime providers: " + (", ".join(env.execution_providers) or "-"),
+        "load average at start: " + (", ".join(map(str, env.load_average_at_start or [])) or "-"),
+        f"warm-up {settings.warmup}, up to {settings.runs} timed runs per cell (at least "
+        f"{settings.min_runs}, {settings.max_cell_seconds:g} s budget per cell)",
     ]
+    text = settings.text
+    if text:
+        warmup = (f"{text.warmup_passes} whole pass(es)" if text.warmup_passes is not None
+                  else f"{text.warmup_batches} batch(es)")
+        lines.append(f"real text: warm-up {warmup} over the corpus, then up to {text.runs} timed passes")
     return lines
 
 
-def sections(report: dict[str, Any]) -> list[Section]:
+def legend_lines(report: Report) -> list[str]:
+    """What the speed-up and tail columns measure, and the fastest real-text row's two speed-ups side by side."""
+    lines = [
+        "vs seed: speed-up over PyTorch fp32 routed the seed project's way (an encoder pass per task; real text "
+        "padded to max length), same workload and shape",
+        "vs torch: engine speed-up on the same work, over the fastest PyTorch row of the same workload and shape "
+        "that runs one encoder pass (real text: length-sorted, each batch padded to its longest row); '-' for "
+        "rows doing other work; the JSON names that row in engine_baseline",
+        f"p99 / max: the p99 where a cell has at least {P99_MIN_RUNS} timed runs; with fewer it is the slowest run, "
+        f"shown as 'max'",
+    ]
+    text = [r for r in _rows(report, "text") if r.engine_speedup is not None]
+    if text:
+        best = min(text, key=lambda r: r.summary.p50_s)
+        lines.append(f"fastest on real text: {best.label}, {ratio(best.speedup)} over the seed's routing, "
+                     f"{ratio(best.engine_speedup)} over PyTorch doing the same work ({best.engine_baseline})")
+    return lines
+
+
+def sections(report: Report) -> list[Section]:
     """The non-empty tables of a report, in reading order."""
     built = [sweep_section(report), text_section(report), cold_section(report), accuracy_section(report)]
     return [section for section in built if section[2]]
 
 
-def status_lines(report: dict[str, Any], outcome: bool = True) -> list[str]:
+def status_lines(report: Report, outcome: bool = True) -> list[str]:
     """Notes, and (with `outcome`) whether the bench was interrupted or failed."""
-    lines = [f"note: {note}" for note in report["notes"]]
+    lines = [f"note: {note}" for note in report.notes]
     if not outcome:
         return lines
-    if report["interrupted"]:
-        lines.append(f"interrupted: {len(report['rows'])} finished row(s) kept")
-    if report["failed"]:
-        lines.append(f"failed: {report['failed']}")
+    if report.interrupted:
+        lines.append(f"interrupted: {len(report.rows)} finished row(s) kept")
+    if report.failed:
+        lines.append(f"failed: {report.failed}")
     return lines
 
 
-def rich_tables(report: dict[str, Any], outcome: bool = True) -> list:
+def _text_column(index: int, header: str) -> bool:
+    """Left-aligned in both renderings: the columns of names, not numbers."""
+    return index < 2 or header == "padding"
+
+
+def rich_tables(report: Report, outcome: bool = True) -> list:
     """Renderables for `Console.print`: one table per section, then the environment and notes (and, with
     `outcome`, a line saying the bench was interrupted or failed: the CLI says that itself)."""
     from rich.table import Table
@@ -139,24 +182,28 @@ def rich_tables(report: dict[str, Any], outcome: bool = True) -> list:
     for title, headers, rows in sections(report):
         table = Table(title=title, title_justify="left")
         for index, header in enumerate(headers):
-            table.add_column(header, justify="left" if index < 2 or header == "padding" else "right")
+            table.add_column(header, justify="left" if _text_column(index, header) else "right")
         for row in rows:
             table.add_row(*row)
         out.append(table)
+    if report.rows:
+        out += [Text(line) for line in legend_lines(report)]
     out += [Text(line, style="dim") for line in environment_lines(report)]
     out += [Text(line, style="yellow") for line in status_lines(report, outcome)]
     return out
 
 
-def to_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# mtl-onnx bench ({report['created']})", ""]
-    if report["interrupted"] or report["failed"]:
+def to_markdown(report: Report) -> str:
+    lines = [f"# mtl-onnx bench ({report.created})", ""]
+    if report.interrupted or report.failed:
         lines += [f"**{line}**" for line in status_lines(report) if not line.startswith("note:")] + [""]
     for title, headers, rows in sections(report):
         lines += [f"## {title[0].upper()}{title[1:]}", "", "| " + " | ".join(headers) + " |",
-                  "|" + "|".join(" --- " if i < 2 else " ---: " for i in range(len(headers))) + "|"]
+                  "|" + "|".join(" --- " if _text_column(i, h) else " ---: " for i, h in enumerate(headers)) + "|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
         lines.append("")
+    if report.rows:
+        lines += ["## Reading the tables", ""] + [f"- {line}" for line in legend_lines(report)] + [""]
     lines += ["## Environment", ""] + [f"- {line}" for line in environment_lines(report)]
     notes = [line for line in status_lines(report) if line.startswith("note:")]
     if notes:
@@ -164,13 +211,13 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_json(report: dict[str, Any], path: Path) -> None:
+def write_json(report: Report, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_markdown(report: dict[str, Any], path: Path) -> None:
+def write_markdown(report: Report, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_markdown(report), encoding="utf-8")

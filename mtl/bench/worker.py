@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from mtl.bench.records import ColdStartRun, Measurement
 from mtl.errors import UserError
 
 Emit = Callable[[dict], None]
@@ -73,7 +74,7 @@ def bench(job: dict[str, Any], emit: Emit) -> None:
     started = time.perf_counter()
     runner = open_runner(backend, job["checkpoint"], job["onnx"], job["threads"])
     try:
-        emit({"event": "loaded", "seconds": time.perf_counter() - started, "info": runner.info})
+        emit({"event": "loaded", "seconds": time.perf_counter() - started, "info": runner.info.to_dict()})
         for mode in job["modes"]:
             _sweep(runner, backend.name, mode, job, emit)
             if job.get("text"):
@@ -95,25 +96,24 @@ def _sweep(runner, name: str, mode: str, job: dict[str, Any], emit: Emit) -> Non
         emit({"event": "cell", "label": f"{name} {mode} {shape.label}"})
         call = runner.sweep_call(mode, synthetic_inputs(shape, job["vocab_size"]))
         latencies = time_calls(call, job["warmup"], job["runs"], job["max_cell_seconds"])
-        emit({"event": "row", "row": {
-            "workload": "synthetic", "mode": mode, "batch_size": batch, "sequence_length": sequence,
-            "items_per_call": batch, "latencies_s": latencies, "artifact_bytes": runner.artifact_bytes(mode)}})
+        measured = Measurement("synthetic", mode, batch, sequence, items_per_call=batch, latencies_s=latencies,
+                               artifact_bytes=runner.artifact_bytes(mode))
+        emit({"event": "row", "row": measured.to_dict()})
 
 
 def _text(runner, name: str, mode: str, job: dict[str, Any], emit: Emit) -> None:
     spec = job["text"]
     texts, batch_size = spec["texts"], spec["batch_size"]
-    emit({"event": "cell", "label": f"{name} {mode} text ({len(texts)} texts)"})
-    # Warm up on one batch, not a whole pass: a pass of PyTorch padded to max length can take many seconds.
-    warm_call = runner.text_call(mode, texts[:batch_size], batch_size)[0]
-    for _ in range(spec["warmup"]):
-        warm_call()
-    call, shapes, padding = runner.text_call(mode, texts, batch_size)
-    latencies = time_calls(call, 0, spec["runs"], job["max_cell_seconds"])
-    emit({"event": "row", "row": {
-        "workload": "text", "mode": mode, "batch_size": batch_size, "sequence_length": None,
-        "items_per_call": len(texts), "latencies_s": latencies, "batch_shapes": shapes, "padding": padding,
-        "padded_tokens": sum(b * s for b, s in shapes), "artifact_bytes": runner.artifact_bytes(mode)}})
+    for text_pass in runner.text_calls(mode, texts, batch_size):
+        emit({"event": "cell", "label": f"{name} {mode} {text_pass.padding} text ({len(texts)} texts)"})
+        # Warm up on whole passes: every batch shape the timed passes meet has run once (a lazily built kernel
+        # or ORT's per-shape allocations would otherwise land in the first timed pass).
+        latencies = time_calls(text_pass.call, spec["warmup"], spec["runs"], job["max_cell_seconds"])
+        shapes = text_pass.shapes
+        measured = Measurement("text", mode, batch_size, None, items_per_call=len(texts), latencies_s=latencies,
+                               artifact_bytes=runner.artifact_bytes(mode), batch_shapes=shapes,
+                               padding=text_pass.padding, padded_tokens=sum(b * s for b, s in shapes))
+        emit({"event": "row", "row": measured.to_dict()})
 
 
 def cold_start(job: dict[str, Any], emit: Emit) -> None:
@@ -130,8 +130,9 @@ def cold_start(job: dict[str, Any], emit: Emit) -> None:
     loaded = time.perf_counter()
     runner.logits([job["text"]], 1)
     predicted = time.perf_counter()
-    emit({"event": "prediction", "import_s": imported - started, "load_s": loaded - imported,
-          "predict_s": predicted - loaded, "peak_rss_bytes": peak_rss_bytes(), "modules": _heavy_modules()})
+    run = ColdStartRun(import_s=imported - started, load_s=loaded - imported, predict_s=predicted - loaded,
+                       peak_rss_bytes=peak_rss_bytes(), modules=_heavy_modules())
+    emit({"event": "prediction", **run.to_dict()})
     runner.close()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,21 @@ class Shape:
     @property
     def label(self) -> str:
         return f"{self.batch}x{self.sequence}"
+
+
+class TextPass(NamedTuple):
+    """One timed pass over the corpus, as a runner hands it out: the call, the (rows, padded length) of every
+    batch it runs, and how it pads: "max_length" (every batch to the model's limit) or "dynamic" (each batch to its
+    longest row)."""
+
+    call: Callable[[], Any]
+    shapes: list[list[int]]
+    padding: str
+
+
+def padded_shapes(lengths: list[int], batches: list[list[int]]) -> list[list[int]]:
+    """(rows, padded length) of each batch of row indices padded to its longest row; `lengths` are in tokens."""
+    return [[len(rows), max(lengths[i] for i in rows)] for rows in batches]
 
 
 def sweep_shapes(batch_sizes, sequence_lengths, max_positions: int) -> list[Shape]:

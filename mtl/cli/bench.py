@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from mtl.cli.options import LabelField, TextField, console, setup_logging, user_errors
+
+if TYPE_CHECKING:
+    from mtl.bench.records import Report
 
 
 def run_quick_bench(model_dir: Path, onnx_dir: Path, output: Path) -> None:
@@ -26,23 +29,31 @@ def run_quick_bench(model_dir: Path, onnx_dir: Path, output: Path) -> None:
 def bench(
     model: Annotated[Optional[Path], typer.Argument(
         help="A checkpoint or an export folder (or give both with --checkpoint and --onnx).")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint folder: the PyTorch backends run on it.")] = None,
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Export folder: the ONNX Runtime backends run on it.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="Checkpoint folder: the PyTorch backends and the peer run on it.")] = None,
+    onnx: Annotated[Optional[Path], typer.Option(
+        "--onnx", help="Export folder: the ONNX Runtime backends run on it.")] = None,
     backend: Annotated[Optional[str], typer.Option(
-        help="torch, ort, or exact backends (ort-int8, ...), comma-separated (default: all that can run).")] = None,
+        help="torch, ort, st (the peer: sentence-transformers' ONNX backend, needs the peer extra), or exact "
+             "backends (ort-int8, torch-int8, st-fp32, ...), comma-separated (default: all that can run).")] = None,
     precision: Annotated[Optional[str], typer.Option(
-        help="fp32, fp32-opt, int8, fp16, bf16, comma-separated (default: cpu fp32,fp32-opt,int8; "
-             "cuda fp32,fp32-opt,fp16).")] = None,
-    mode: Annotated[str, typer.Option(help="seed (an encoder pass per task), fused, split; comma-separated.")] = (
-        "seed,fused,split"),
+        help="fp32, fp32-opt, int8, fp16, bf16, comma-separated (default on cpu: torch fp32,int8; ort "
+             "fp32,fp32-opt,int8; st fp32,int8; on cuda: fp32,fp32-opt,fp16).")] = None,
+    mode: Annotated[str, typer.Option(
+        help="seed (an encoder pass per task; PyTorch pads real text to max length), fused (one pass for every "
+             "task; PyTorch's real text is measured padded to max length and dynamically), split; "
+             "comma-separated.")] = "seed,fused,split",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(help="Threads for each backend (default: the usable cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        help="Threads for each backend (default: the usable cores).")] = None,
     workload: Annotated[str, typer.Option(help="synthetic, text; comma-separated.")] = "synthetic,text",
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes of the synthetic sweep.")] = "1,8,32",
     seq_lengths: Annotated[str, typer.Option(help="Sequence lengths of the synthetic sweep.")] = "16,64,128,256",
-    warmup: Annotated[int, typer.Option(help="Untimed calls before each measurement.")] = 2,
+    warmup: Annotated[int, typer.Option(
+        help="Untimed calls before each measurement (real text: one whole pass when > 0).")] = 2,
     runs: Annotated[int, typer.Option(help="Timed calls per cell.")] = 10,
-    max_cell_seconds: Annotated[float, typer.Option(help="Stop a cell's timed calls after this long (3 at least).")] = 4.0,
+    max_cell_seconds: Annotated[float, typer.Option(
+        help="Stop a cell's timed calls after this long (3 at least).")] = 4.0,
     corpus: Annotated[Optional[Path], typer.Option(
         help="JSONL/CSV texts for the real-text workload (default: the bundled demo texts).")] = None,
     text_field: TextField = "text",
@@ -56,14 +67,16 @@ def bench(
     cold_start: Annotated[bool, typer.Option(
         "--cold-start/--no-cold-start", help="Time a fresh process to its first prediction.")] = True,
     cold_runs: Annotated[int, typer.Option(help="Cold starts per backend.")] = 1,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON (raw latencies).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write the report as JSON (raw latencies).")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Write the tables as Markdown.")] = None,
     plot: Annotated[Optional[Path], typer.Option(
         help="Write a PNG: latency per sequence length, and speed-ups (needs matplotlib: the bench extra).")] = None,
     in_process: Annotated[bool, typer.Option(
         hidden=True, help="Every backend in this process (debugging; not isolated).")] = False,
 ) -> None:
-    """Latency, throughput, memory, cold start and accuracy of PyTorch against ONNX Runtime on one model."""
+    """Latency, throughput, memory, cold start and accuracy of PyTorch against ONNX Runtime on one model (and
+    sentence-transformers' ONNX backend on the same encoder, where the peer extra is installed)."""
     with user_errors():
         from mtl.bench import report as bench_report
         from mtl.bench.harness import run_bench
@@ -86,13 +99,13 @@ def bench(
         write_bench_outputs(result, json_out, markdown, plot)
         for renderable in bench_report.rich_tables(result, outcome=False):
             Console().print(renderable)
-        if result["interrupted"]:
-            console.print(f"[yellow]interrupted:[/yellow] kept {len(result['rows'])} finished row(s)")
+        if result.interrupted:
+            console.print(f"[yellow]interrupted:[/yellow] kept {len(result.rows)} finished row(s)")
             raise typer.Exit(130)
-        if result["failed"]:
+        if result.failed:
             from mtl.errors import BenchError
 
-            raise BenchError(result["failed"])
+            raise BenchError(result.failed)
 
 
 def _bench_validation(specs: Optional[list[str]]):
@@ -101,7 +114,7 @@ def _bench_validation(specs: Optional[list[str]]):
     return parse_validation_specs(specs or [])
 
 
-def write_bench_outputs(result: dict, json_out: Optional[Path], markdown: Optional[Path],
+def write_bench_outputs(result: Report, json_out: Optional[Path], markdown: Optional[Path],
                          plot: Optional[Path]) -> None:
     """Written whatever happened: an interrupted or failed bench still keeps the rows it finished."""
     from mtl.bench import report as bench_report

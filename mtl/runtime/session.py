@@ -17,6 +17,15 @@ log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
+# ORT's graph rewrites at session creation: "basic" folds constants and drops redundant nodes (about the graph as
+# exported), "extended" adds the transformer fusions (Attention, SkipLayerNormalization, BiasGelu, ...), "all" also
+# changes memory layouts. "all" is the default and the fastest; the others show what the fusions buy (the bench's
+# ort-fp32 runs "basic").
+GRAPH_OPTIMIZATIONS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 
 
 def resolve_device(device: str, fallback_cpu: bool = False) -> str:
@@ -34,7 +43,13 @@ def resolve_device(device: str, fallback_cpu: bool = False) -> str:
     return device
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def graph_optimization_level(name: str) -> ort.GraphOptimizationLevel:
+    if name not in GRAPH_OPTIMIZATIONS:
+        raise ConfigError(f"unknown graph optimization {name!r}; valid: {', '.join(GRAPH_OPTIMIZATIONS)}")
+    return GRAPH_OPTIMIZATIONS[name]
+
+
+def session_options(threads: int, graph_optimization: str = "all") -> ort.SessionOptions:
     if threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
     options = ort.SessionOptions()
@@ -43,7 +58,7 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = graph_optimization_level(graph_optimization)
     options.log_severity_level = 3  # errors only; ORT's warnings would interleave with JSONL on the terminal
     return options
 
@@ -52,14 +67,15 @@ class GraphSession:
     """One ONNX graph in one ORT session. `run` is safe to call from several threads at once: ORT sessions are,
     and each call builds its own feeds (and IO binding on CUDA)."""
 
-    def __init__(self, path: Path, spec: GraphSpec, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: Path, spec: GraphSpec, device: str = "cpu", threads: int | None = None,
+                 graph_optimization: str = "all"):
         self.path = Path(path)
         self.device = device
         providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
         # A head is two small matmuls: one thread. A multi-thread pool per head would spin against the encoder's
         # pool between runs, which measured 3x slower split execution on 2 cores (docs/bench.md).
         threads = 1 if spec.input_names == [EMBEDDING] else threads or usable_cores()
-        options = session_options(threads)
+        options = session_options(threads, graph_optimization)
         if not self.path.is_file():
             raise RuntimeLoadError(f"{self.path}: graph file is missing")
         try:
@@ -76,12 +92,21 @@ class GraphSession:
         self._check_io(spec)
 
     def _check_io(self, spec: GraphSpec) -> None:
-        declared_outputs = {o.name for o in self.session.get_outputs()}
-        if set(self.input_names) != set(spec.input_names) or not set(spec.output_names) <= declared_outputs:
+        """The graph takes and gives what the manifest says, with the same fixed sizes (a head with 3 outputs
+        where the manifest lists 4 labels would label every text wrongly without a word)."""
+        declared = {o.name: o.shape for o in self.session.get_outputs()}
+        if set(self.input_names) != set(spec.input_names) or not set(spec.output_names) <= set(declared):
             raise RuntimeLoadError(
-                f"{self.path}: graph inputs {self.input_names} / outputs {sorted(declared_outputs)} do not match "
+                f"{self.path}: graph inputs {self.input_names} / outputs {sorted(declared)} do not match "
                 f"the manifest ({spec.input_names} / {spec.output_names})"
             )
+        for tensor in spec.outputs:
+            shape = declared[tensor.name]
+            fixed = [(got, want) for got, want in zip(shape, tensor.shape) if isinstance(got, int)
+                     and isinstance(want, int) and got != want]
+            if len(shape) != len(tensor.shape) or fixed:
+                raise RuntimeLoadError(f"{self.path}: output {tensor.name} has shape {list(shape)}, but the manifest "
+                                       f"says {list(tensor.shape)}")
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
         # Feed what the session declares, not a fixed list: RoBERTa-family graphs take no token_type_ids.

@@ -1,14 +1,16 @@
-"""Report formats on a real (tiny, in-process) bench: JSON keeps raw latencies and unformatted numbers, Markdown
-has the tables, the PNG is written; and the Python entry points (plan, quick_bench, Ctrl-C) behave."""
+"""Report formats on a real (tiny, in-process) bench: JSON keeps raw latencies, unformatted numbers and the keys of
+earlier reports, Markdown has the tables, the PNG is written; and Ctrl-C keeps the finished rows."""
 
 import json
 
+import numpy as np
 import pytest
 
 from mtl.bench import report as bench_report
-from mtl.bench.harness import quick_bench, run_bench
+from mtl.bench.harness import run_bench
 from mtl.bench.plan import BenchOptions, plan_bench
-from tests.bench_fixtures import interrupt_second_sweep_cell, small_corpus, tiny_model
+from mtl.bench.records import Report
+from tests.bench_fixtures import docs_report, interrupt_second_sweep_cell, small_corpus, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -26,40 +28,76 @@ def tiny_report(tmp_path_factory):
 
 
 def test_rows_cover_every_backend_mode_and_shape(tiny_report):
-    sweep = [r for r in tiny_report["rows"] if r["workload"] == "synthetic"]
-    combos = {(r["backend"], r["mode"], r["batch_size"], r["sequence_length"]) for r in sweep}
-    assert len(combos) == len(sweep) == 4 * 2 * 4  # torch, ort fp32, fp32-opt, int8 x seed, fused x 4 shapes
-    text = [r for r in tiny_report["rows"] if r["workload"] == "text"]
-    assert len(text) == 8 and {r["padding"] for r in text} == {"max_length", "dynamic"}
-    for row in tiny_report["rows"]:
-        assert row["threads"] == 1 and row["provider"] and row["versions"]
-        assert row["flops_per_call"] > 0 and row["speedup"] is not None  # PyTorch seed rows exist for every shape
-    assert {r["task"] for r in tiny_report["accuracy"]} == {"topic", "sentiment"}
-    assert not tiny_report["interrupted"] and tiny_report["failed"] is None
+    sweep = [r for r in tiny_report.rows if r.measured.workload == "synthetic"]
+    combos = {(r.backend.name, r.measured.mode, r.measured.batch_size, r.measured.sequence_length) for r in sweep}
+    # torch fp32, int8 and ort fp32, fp32-opt, int8 x seed, fused; the peer st fp32, int8 x fused; x 4 shapes
+    assert len(combos) == len(sweep) == (5 * 2 + 2) * 4
+    text = {r.label for r in tiny_report.rows if r.measured.workload == "text"}
+    assert text == {f"torch-{p} {m}" for p in ("fp32", "int8") for m in ("seed max_length", "fused max_length",
+                                                                          "fused dynamic")} | {
+        f"ort-{p} {m} dynamic" for p in ("fp32", "fp32-opt", "int8") for m in ("seed", "fused")} | {
+        "st-fp32 fused dynamic", "st-int8 fused dynamic"}
+    for row in tiny_report.rows:
+        assert row.threads == 1 and row.provider and row.versions
+        assert row.flops_per_call > 0 and row.speedup is not None  # PyTorch seed rows exist for every shape
+        assert (row.engine_speedup is None) == (row.measured.mode == "seed" or row.measured.padding == "max_length")
+    # every backend, PyTorch int8 and the peer included, has its accuracy against PyTorch fp32
+    assert {(r.backend, r.task) for r in tiny_report.accuracy} == {
+        (b.name, t) for b in {r.backend for r in tiny_report.rows} for t in ("topic", "sentiment")}
+    for row in tiny_report.accuracy:
+        assert row.reference == "torch-fp32" and row.agreement is not None
+        if row.backend == "st-fp32":  # the same encoder weights and heads as PyTorch fp32
+            assert row.agreement == 1.0
+    assert tiny_report.settings.text.warmup_passes == 1 and tiny_report.settings.text.warmup_batches == 2
+    assert not tiny_report.interrupted and tiny_report.failed is None
+
+
+def test_json_has_the_keys_of_earlier_reports(tiny_report, tmp_path):
+    """docs/bench.json was written before rows were typed records; readers of it must read new reports too."""
+    path = tmp_path / "out" / "bench.json"
+    bench_report.write_json(tiny_report, path)
+    data, earlier = json.loads(path.read_text()), docs_report()
+    assert list(data) == list(earlier)
+    for section in ("environment", "model"):
+        assert set(data[section]) == set(earlier[section]), section
+    # new fields sit beside the earlier ones, never in their place
+    assert set(data["settings"]) - set(earlier["settings"]) == {"engine_speedup_baseline"}
+    assert set(data["settings"]) >= set(earlier["settings"])
+    assert set(data["environment"]["cpu"]) == set(earlier["environment"]["cpu"])
+    assert set(data["settings"]["text"]) - set(earlier["settings"]["text"]) == {"warmup_passes"}
+    assert set(data["settings"]["text"]) >= set(earlier["settings"]["text"])
+    for workload in ("synthetic", "text"):
+        keys = [set(r) for r in data["rows"] if r["workload"] == workload]
+        old = set(next(r for r in earlier["rows"] if r["workload"] == workload))
+        assert keys and all(k - old == {"engine_speedup", "engine_baseline"} and k >= old for k in keys)
+    assert set(data["accuracy"][0]) == set(earlier["accuracy"][0])
+    assert set(data["backends"][0]) == set(earlier["backends"][0])
 
 
 def test_json_keeps_raw_latencies_and_unformatted_numbers(tiny_report, tmp_path):
-    path = tmp_path / "out" / "bench.json"
+    path = tmp_path / "bench.json"
     bench_report.write_json(tiny_report, path)
     data = json.loads(path.read_text())
-    assert data["format"] == "mtl-onnx/bench"
-    row = data["rows"][0]
-    assert len(row["latencies_s"]) == 2 and all(isinstance(t, float) for t in row["latencies_s"])
-    assert isinstance(row["p50_s"], float) and isinstance(row["throughput_per_s"], float)
-    for key in ("backend", "precision", "provider", "threads", "batch_size", "sequence_length", "versions", "mode"):
-        assert key in row
-    env = data["environment"]
-    assert env["cpu"]["logical_cores"] and "onnxruntime" in env["versions"] and env["execution_providers"]
+    for row in data["rows"]:
+        assert all(isinstance(t, float) for t in row["latencies_s"])
+        assert row["p50_s"] == pytest.approx(float(np.median(row["latencies_s"])))  # a number, not "1.23 ms"
+        assert row["throughput_per_s"] == pytest.approx(row["items_per_call"] / np.mean(row["latencies_s"]))
+    assert Report.from_dict(data) == tiny_report  # reads back as it was
 
 
 def test_markdown_has_one_table_per_section(tiny_report, tmp_path):
     path = tmp_path / "bench.md"
     bench_report.write_markdown(tiny_report, path)
     text = path.read_text()
-    assert "| backend | mode | batch | seq | p50 |" in text
+    assert "| backend | mode | batch | seq | p50 | p90 | p99 / max |" in text
+    assert "| vs seed | vs torch |" in text  # both speed-ups, side by side, in both tables
     assert "## Real text" in text and "## Accuracy" in text and "## Environment" in text
     assert text.count("| ort-int8 | seed |") == 5  # 4 shapes + real text
+    assert "| torch-fp32 | fused | dynamic |" in text and "| st-int8 | fused |" in text
     assert "Cold start" not in text  # not measured in-process
+    # two runs per cell: too few for a p99, so the column holds the slowest run and says so
+    assert "| max " in text and "p99 / max: the p99 where a cell has at least 50 timed runs" in text
+    assert "## Reading the tables" in text and "fastest on real text:" in text
 
 
 def test_rich_tables_render(tiny_report):
@@ -68,7 +106,8 @@ def test_rich_tables_render(tiny_report):
     console = Console(record=True, width=200)
     for renderable in bench_report.rich_tables(tiny_report):
         console.print(renderable)
-    assert "ort-fp32-opt" in console.export_text()
+    out = console.export_text()
+    assert "ort-fp32-opt" in out and "vs torch" in out and "p99 / max" in out and "fastest on real text" in out
 
 
 def test_png_is_written(tiny_report, tmp_path):
@@ -86,16 +125,4 @@ def test_ctrl_c_in_a_backend_keeps_the_finished_rows(monkeypatch):
                                    sequence_lengths=(8,), warmup=0, runs=2, workloads="synthetic", threads=1,
                                    isolate=False))
     report = run_bench(plan)
-    assert report["interrupted"] and len(report["rows"]) == 1 and report["rows"][0]["batch_size"] == 1
-
-
-def test_quick_bench_plans_a_small_sweep_and_real_text(monkeypatch):
-    import mtl.bench.harness as runner
-
-    checkpoint, onnx = tiny_model()
-    monkeypatch.setattr(runner, "run_bench", lambda plan, on_progress=None: plan)
-    plan = quick_bench(checkpoint, onnx, validation_data="demo")
-    assert [(s.batch, s.sequence) for s in plan.shapes] == [(1, 32), (1, 128), (8, 32), (8, 128)]
-    assert plan.text and len(plan.text["texts"]) == 128 and set(plan.validation) == {"topic", "sentiment"}
-    assert [b.name for b in plan.backends] == ["torch-fp32", "ort-fp32", "ort-fp32-opt", "ort-int8"]
-    assert plan.modes["ort-int8"] == ("seed", "fused")
+    assert report.interrupted and len(report.rows) == 1 and report.rows[0].measured.batch_size == 1

@@ -1,26 +1,50 @@
 """The bench's arithmetic and choices, without any model: percentiles, speed-up pairing, FLOPs, the timing loop,
 accuracy rows and backend resolution."""
 
+import statistics
+
 import numpy as np
 import pytest
 
 from mtl.bench.backends import Backend, parse_backends, parse_precisions, resolve_backends
 from mtl.bench.harness import accuracy_rows
-from mtl.bench.stats import EncoderDims, add_speedups, batches_flops, call_flops, encoder_flops, latency_summary
+from mtl.bench.records import Measurement, Row
+from mtl.bench.stats import (
+    P99_MIN_RUNS,
+    EncoderDims,
+    add_speedups,
+    batches_flops,
+    call_flops,
+    encoder_flops,
+    latency_summary,
+    tail_latency,
+)
 from mtl.bench.worker import time_calls
 from mtl.errors import BenchError, ConfigError
 
 BERT_BASE = EncoderDims(hidden=768, layers=12, intermediate=3072, max_positions=512, vocab_size=30522)
 
 
-def test_latency_summary_matches_numpy_on_known_data():
-    latencies = [0.010, 0.012, 0.011, 0.050, 0.013, 0.009, 0.010, 0.011, 0.012, 0.100]
+@pytest.mark.parametrize("runs", [1, 2, 3, 10, 101, 1000])
+def test_latency_summary_matches_numpy_on_random_latencies(runs):
+    rng = np.random.default_rng(runs)
+    latencies = rng.lognormal(mean=-4.0, sigma=0.6, size=runs).tolist()  # long right tail, as timings have
+    rng.shuffle(latencies)  # nothing may depend on the order the calls came in
     summary = latency_summary(latencies, items_per_call=8)
-    for q in (50, 90, 99):
-        assert summary[f"p{q}_s"] == pytest.approx(np.percentile(latencies, q))
-    assert summary["mean_s"] == pytest.approx(np.mean(latencies))
-    assert summary["min_s"] == 0.009 and summary["runs"] == 10
-    assert summary["throughput_per_s"] == pytest.approx(8 / np.mean(latencies))
+    assert summary.p50_s == pytest.approx(np.percentile(latencies, 50)) == pytest.approx(np.median(latencies))
+    assert summary.p90_s == pytest.approx(np.percentile(latencies, 90))
+    assert summary.p99_s == pytest.approx(np.percentile(latencies, 99))
+    assert summary.mean_s == pytest.approx(np.mean(latencies))
+    assert summary.std_s == pytest.approx(statistics.pstdev(latencies), abs=1e-12)
+    assert summary.min_s == min(latencies) and summary.runs == runs
+    assert summary.min_s <= summary.p50_s <= summary.p90_s <= summary.p99_s <= max(latencies)
+    assert summary.throughput_per_s == pytest.approx(8 / np.mean(latencies))
+
+
+def test_percentiles_of_one_hundred_and_one_runs_are_the_ranked_values():
+    latencies = np.random.default_rng(7).permutation(np.arange(1, 102) / 1000).tolist()  # 1 ms .. 101 ms
+    summary = latency_summary(latencies, items_per_call=1)
+    assert (summary.p50_s, summary.p90_s, summary.p99_s) == pytest.approx((0.051, 0.091, 0.100))
 
 
 def test_latency_summary_needs_data():
@@ -29,20 +53,21 @@ def test_latency_summary_needs_data():
 
 
 def test_encoder_flops_of_bert_base_at_128_tokens():
-    # per layer: 2*128*(4*768^2 + 2*768*3072) + 4*128^2*768, twelve layers: the well-known ~22.3 GFLOPs
-    assert encoder_flops(BERT_BASE, 1, 128) == 12 * (2 * 128 * (4 * 768**2 + 2 * 768 * 3072) + 4 * 128**2 * 768)
+    # BERT-base has 85M parameters in its layers: 2 FLOPs per parameter per token, plus attention over 128 tokens
     assert encoder_flops(BERT_BASE, 1, 128) == pytest.approx(22.35e9, rel=1e-3)
     assert encoder_flops(BERT_BASE, 4, 128) == 4 * encoder_flops(BERT_BASE, 1, 128)  # linear in batch
+    # attention is quadratic in the sequence: doubling it costs more than twice
+    assert encoder_flops(BERT_BASE, 1, 256) > 2 * encoder_flops(BERT_BASE, 1, 128)
 
 
 def test_call_flops_counts_one_encoder_pass_per_task_for_seed_routing():
-    labels = [4, 3]
-    heads = sum(2 * 8 * (768 * 768 + 768 * n) for n in labels)
+    labels = [4, 3, 2]
     encoder = encoder_flops(BERT_BASE, 8, 64)
-    assert call_flops(BERT_BASE, labels, 8, 64, "fused") == encoder + heads
-    assert call_flops(BERT_BASE, labels, 8, 64, "split") == encoder + heads
-    assert call_flops(BERT_BASE, labels, 8, 64, "seed") == 2 * encoder + heads
-    assert batches_flops(BERT_BASE, labels, [[8, 64], [8, 64]], "fused") == 2 * (encoder + heads)
+    fused = call_flops(BERT_BASE, labels, 8, 64, "fused")
+    assert call_flops(BERT_BASE, labels, 8, 64, "split") == fused  # the same work, in other graphs
+    assert call_flops(BERT_BASE, labels, 8, 64, "seed") - fused == pytest.approx(2 * encoder)  # two passes more
+    assert 0 < fused - encoder < 0.01 * encoder  # the heads are a rounding error next to the encoder
+    assert batches_flops(BERT_BASE, labels, [[8, 64], [8, 64]], "fused") == 2 * fused
 
 
 def test_encoder_dims_read_distilbert_names_and_roberta_position_offset():
@@ -57,9 +82,14 @@ def test_encoder_dims_read_distilbert_names_and_roberta_position_offset():
         EncoderDims.from_config({"vocab_size": 5})
 
 
-def _row(engine, precision, mode, p50, workload="synthetic", batch=1, sequence=16):
-    return {"engine": engine, "precision": precision, "mode": mode, "p50_s": p50, "workload": workload,
-            "device": "cpu", "batch_size": batch, "sequence_length": sequence}
+def _row(engine, precision, mode, p50, workload="synthetic", batch=1, sequence=16, padding=None,
+         latencies=None) -> Row:
+    """A finished row with one timed run of `p50` seconds (or the given latencies)."""
+    latencies = latencies or [p50]
+    measured = Measurement(workload, mode, batch, sequence, items_per_call=batch, latencies_s=latencies,
+                           artifact_bytes=1, padding=padding)
+    return Row(Backend(engine, precision, "cpu"), "CPUExecutionProvider", 1, None, {}, measured,
+               latency_summary(latencies, batch), flops_per_call=1.0, gflops_per_s=None)
 
 
 def test_speedups_pair_rows_of_the_same_shape_with_pytorch_seed_and_same_mode():
@@ -72,13 +102,46 @@ def test_speedups_pair_rows_of_the_same_shape_with_pytorch_seed_and_same_mode():
         _row("ort", "int8", "seed", 0.5, workload="text", batch=32, sequence=None),
     ]
     add_speedups(rows)
-    assert rows[0]["speedup"] == pytest.approx(1.0)
-    assert rows[1]["speedup"] == pytest.approx(2.0) and rows[1]["speedup_same_mode"] == pytest.approx(1.0)
-    assert rows[2]["speedup"] == pytest.approx(8.0) and rows[2]["speedup_same_mode"] == pytest.approx(4.0)
-    assert rows[3]["speedup"] == pytest.approx(4.0) and rows[3]["speedup_same_mode"] is None  # torch has no split
-    assert rows[5]["speedup"] == pytest.approx(10.0)
-    assert rows[6]["speedup"] is None
-    assert rows[8]["speedup"] == pytest.approx(4.0) and rows[8]["speedup_same_mode"] == pytest.approx(4.0)
+    assert rows[0].speedup == pytest.approx(1.0)
+    assert rows[1].speedup == pytest.approx(2.0) and rows[1].speedup_same_mode == pytest.approx(1.0)
+    assert rows[2].speedup == pytest.approx(8.0) and rows[2].speedup_same_mode == pytest.approx(4.0)
+    assert rows[3].speedup == pytest.approx(4.0) and rows[3].speedup_same_mode is None  # torch has no split
+    assert rows[5].speedup == pytest.approx(10.0)
+    assert rows[6].speedup is None
+    assert rows[8].speedup == pytest.approx(4.0) and rows[8].speedup_same_mode == pytest.approx(4.0)
+
+
+def test_engine_speedup_is_the_fastest_same_work_pytorch_row_over_the_row():
+    """Same work: one encoder pass, and for real text dynamic padding; the fastest PyTorch row of the same workload
+    and shape, whatever its precision, is the reference, and rows doing other work get none."""
+    text = {"workload": "text", "batch": 32, "sequence": None}
+    rows = [
+        _row("torch", "fp32", "seed", 0.080), _row("torch", "fp32", "fused", 0.040),
+        _row("torch", "int8", "fused", 0.020), _row("ort", "int8", "fused", 0.005), _row("ort", "int8", "seed", 0.010),
+        _row("st", "fp32", "fused", 0.010), _row("ort", "fp32", "split", 0.008),
+        _row("torch", "fp32", "seed", 4.0, padding="max_length", **text),
+        _row("torch", "fp32", "fused", 2.0, padding="max_length", **text),
+        _row("torch", "fp32", "fused", 1.0, padding="dynamic", **text),
+        _row("ort", "fp32", "fused", 0.25, padding="dynamic", **text),
+        _row("ort", "fp32", "seed", 0.5, padding="dynamic", **text),
+    ]
+    add_speedups(rows)
+    engine = [row.engine_speedup for row in rows]
+    assert engine[:7] == pytest.approx([None, 0.5, 1.0, 4.0, None, 2.0, 2.5])
+    assert {rows[i].engine_baseline for i in (1, 2, 3, 5, 6)} == {"torch-int8 fused"}
+    assert engine[7:] == pytest.approx([None, None, 1.0, 4.0, None])  # max-length padding and seed routing: other work
+    assert rows[10].engine_baseline == "torch-fp32 fused dynamic"
+    # the seed's routing stays the baseline of `speedup`; the same mode prefers the same padding
+    assert rows[10].speedup == pytest.approx(16.0) and rows[10].speedup_same_mode == pytest.approx(4.0)
+    assert rows[11].speedup_same_mode == pytest.approx(8.0)  # PyTorch's seed row pads to max length: the only one
+
+
+def test_tail_latency_is_p99_only_with_enough_runs_else_the_max():
+    few = _row("ort", "fp32", "fused", 0.0, latencies=[0.001 * i for i in range(1, P99_MIN_RUNS)])
+    assert tail_latency(few) == ("max", pytest.approx(0.001 * (P99_MIN_RUNS - 1)))
+    latencies = [0.001 * i for i in range(1, P99_MIN_RUNS + 1)]
+    enough = _row("ort", "fp32", "fused", 0.0, latencies=latencies)
+    assert tail_latency(enough) == ("p99", pytest.approx(float(np.percentile(latencies, 99))))
 
 
 def test_time_calls_warms_up_then_keeps_every_timed_run():
@@ -97,21 +160,33 @@ def test_time_calls_stops_at_the_time_budget_but_keeps_three_runs():
 def test_accuracy_rows_compare_each_backend_with_pytorch():
     validation = {"topic": {"labels": [0, 1, 2, 3]}}
     predictions = {"ort-int8": {"topic": [0, 1, 2, 0]}, "torch-fp32": {"topic": [0, 1, 1, 3]}}
-    rows = {r["backend"]: r for r in accuracy_rows(predictions, validation)}
-    assert rows["torch-fp32"]["accuracy"] == 0.75 and rows["torch-fp32"]["delta_points"] == 0
-    assert rows["ort-int8"]["accuracy"] == 0.75 and rows["ort-int8"]["agreement"] == 0.5
-    assert rows["ort-int8"]["reference"] == "torch-fp32"
+    rows = {r.backend: r for r in accuracy_rows(predictions, validation)}
+    assert rows["torch-fp32"].accuracy == 0.75 and rows["torch-fp32"].delta_points == 0
+    assert rows["ort-int8"].accuracy == 0.75 and rows["ort-int8"].agreement == 0.5
+    assert rows["ort-int8"].reference == "torch-fp32"
+    # without PyTorch, the first backend is the reference; a task the reference lacks has nothing to compare
+    predictions = {"ort-fp32": {"topic": [0, 1, 2, 3]}, "ort-int8": {"topic": [0, 1, 2, 0], "sentiment": [1]}}
+    rows = accuracy_rows(predictions, {**validation, "sentiment": {"labels": [1]}})
+    assert {r.reference for r in rows} == {"ort-fp32"}
+    int8_sentiment = next(r for r in rows if r.task == "sentiment")
+    assert int8_sentiment.accuracy == 1.0 and int8_sentiment.delta_points is None and int8_sentiment.agreement is None
 
 
-HAVE_BOTH = {"torch": True, "ort": True}
+HAVE_BOTH = {"torch": True, "ort": True, "st": False}
+HAVE_ALL = {"torch": True, "ort": True, "st": True}
 
 
 def test_default_backends_per_device_and_exported_variants():
     backends, notes = resolve_backends(None, None, "cpu", HAVE_BOTH, ("fp32",))
-    assert [b.name for b in backends] == ["torch-fp32", "ort-fp32", "ort-fp32-opt"]
+    assert [b.name for b in backends] == ["torch-fp32", "torch-int8", "ort-fp32", "ort-fp32-opt"]
     assert any("ort-int8 skipped" in n for n in notes)
-    backends, _ = resolve_backends(None, None, "cpu", {"torch": False, "ort": True}, ("fp32", "int8"))
+    backends, _ = resolve_backends(None, None, "cpu", {"torch": False, "ort": True, "st": False}, ("fp32", "int8"))
     assert [b.name for b in backends] == ["ort-fp32", "ort-fp32-opt", "ort-int8"]
+    backends, _ = resolve_backends(None, None, "cpu", HAVE_ALL, ("fp32",))
+    assert [b.name for b in backends if b.engine == "st"] == ["st-fp32", "st-int8"]  # the peer, last
+    backends, notes = resolve_backends(None, None, "cuda", HAVE_ALL, ("fp32",))
+    assert [b.name for b in backends] == ["torch-fp32", "torch-fp16", "ort-fp32", "ort-fp32-opt"]
+    assert any("st backends skipped" in n for n in notes)
     assert Backend("ort", "fp32", "cpu").graph_optimization == "basic"
     assert Backend("ort", "fp32-opt", "cpu").variant == "fp32"
 
@@ -119,9 +194,13 @@ def test_default_backends_per_device_and_exported_variants():
 def test_backend_and_precision_lists_cross_and_fail_on_what_cannot_run():
     chosen, _ = resolve_backends(parse_backends("torch,ort"), parse_precisions("fp32,int8"), "cpu", HAVE_BOTH,
                                  ("fp32", "int8"))
-    assert [b.name for b in chosen] == ["torch-fp32", "ort-fp32", "ort-int8"]  # torch has no int8: skipped
+    assert [b.name for b in chosen] == ["torch-fp32", "torch-int8", "ort-fp32", "ort-int8"]
+    chosen, _ = resolve_backends(parse_backends("torch,st"), parse_precisions("int8"), "cpu", HAVE_ALL, ())
+    assert [b.name for b in chosen] == ["torch-int8", "st-int8"]
     with pytest.raises(ConfigError, match="not available for torch"):
-        resolve_backends(("torch",), ("int8",), "cpu", HAVE_BOTH, ("fp32",))
+        resolve_backends(("torch",), ("fp32-opt",), "cpu", HAVE_BOTH, ("fp32",))
+    with pytest.raises(ConfigError, match="runs on cpu only"):
+        resolve_backends(("st",), None, "cuda", HAVE_ALL, ())
     with pytest.raises(ConfigError, match="runs on cuda only"):
         resolve_backends(("torch-fp16",), None, "cpu", HAVE_BOTH, ())
     with pytest.raises(ConfigError, match="was not exported"):
