@@ -17,6 +17,61 @@ CONFIG_FORMAT = "mtl-onnx/model"
 
 
 @dataclass(frozen=True)
+class Range:
+    """The valid values of a number: finite, within [low, high] (an open end where `above` says so), and whole
+    where `whole`. One rule for options given on the command line and for configs read back from disk."""
+
+    low: float
+    high: float
+    whole: bool = False
+    above: bool = False  # low itself is not valid: (low, high]
+    none_ok: bool = False
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None and self.none_ok:
+            return
+        kind = "a whole number" if self.whole else "a number"
+        ok_type = isinstance(value, int) if self.whole else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+            raise ConfigError(f"{name} must be {kind} in {self.text()}, got {value!r}")
+        if value < self.low or value > self.high or (self.above and value == self.low):
+            raise ConfigError(f"{name} must be in {self.text()}, got {value!r}")
+
+    def text(self) -> str:
+        return f"{'(' if self.above else '['}{self.low:g}, {self.high:g}]"
+
+
+def check_ranges(obj: Any, ranges: dict[str, Range]) -> None:
+    for name, valid in ranges.items():
+        valid.check(name, getattr(obj, name))
+
+
+# Training numbers and what each may be; generous upper bounds that only catch typos and overflows.
+TRAIN_RANGES = {
+    "epochs": Range(0, 1e4),
+    "max_steps": Range(-1, 1e9, whole=True),
+    "batch_size": Range(1, 65536, whole=True),
+    "eval_batch_size": Range(1, 65536, whole=True),
+    "grad_accumulation": Range(1, 65536, whole=True),
+    "encoder_lr": Range(0, 1),
+    "head_lr_multiplier": Range(0, 1e4),
+    "layer_lr_decay": Range(0, 1, above=True),
+    "weight_decay": Range(0, 1),
+    "warmup_steps": Range(0, 1e9, whole=True),
+    "warmup_ratio": Range(0, 1, none_ok=True),
+    "max_grad_norm": Range(0, 1e6),  # 0: no clipping
+    "unfreeze_top_layers": Range(1, 1e4, whole=True, none_ok=True),
+    "unfreeze_from_layer": Range(0, 1e4, whole=True, none_ok=True),
+    "temperature": Range(0, 1e3, above=True),
+    "seed": Range(0, 2**32 - 1, whole=True),
+    "logging_steps": Range(1, 1e9, whole=True),
+    "dataloader_workers": Range(0, 256, whole=True),
+    "save_total_limit": Range(1, 1e6, whole=True),
+}
+MODEL_RANGES = {"dropout": Range(0, 1), "max_length": Range(2, 1e6, whole=True)}
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """One classification task: its name and its ordered label list (index = class id)."""
 
@@ -24,9 +79,16 @@ class TaskSpec:
     labels: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if isinstance(self.labels, (str, bytes)) or not hasattr(self.labels, "__iter__"):
+            raise ConfigError(f"task {self.name!r}: labels must be a list of strings, got {self.labels!r}")
         object.__setattr__(self, "labels", tuple(self.labels))
-        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"invalid task name {self.name!r}: use letters, digits, '-' or '_'")
+        name = self.name
+        # The name becomes an ONNX output name and a file name (heads/<task>.onnx): plain ASCII only.
+        if not isinstance(name, str) or not name.isascii() or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"invalid task name {name!r}: use ASCII letters, digits, '-' or '_'")
+        bad = [label for label in self.labels if not isinstance(label, str) or not label.strip()]
+        if bad:
+            raise ConfigError(f"task {name!r}: every label must be a non-empty string, got {bad[0]!r}")
         if len(self.labels) < 2:
             raise ConfigError(f"task {self.name!r} needs at least 2 labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
@@ -56,8 +118,11 @@ class ModelConfig:
             raise ConfigError(f"duplicate task names: {', '.join(dupes)}")
         if self.pooling not in POOLING_MODES:
             raise ConfigError(f"unknown pooling {self.pooling!r}; valid: {', '.join(POOLING_MODES)}")
-        if self.max_length < 2:
-            raise ConfigError(f"max_length must be at least 2, got {self.max_length}")
+        check_ranges(self, MODEL_RANGES)
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ConfigError(f"backbone must be a model id or folder, got {self.backbone!r}")
+        if not all(isinstance(name, str) for name in self.input_names):
+            raise ConfigError(f"input_names must be strings, got {list(self.input_names)}")
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -119,15 +184,11 @@ class TrainConfig:
         self.freeze_heads = tuple(self.freeze_heads)
         if self.sampling not in SAMPLING_MODES:
             raise ConfigError(f"unknown sampling {self.sampling!r}; valid: {', '.join(SAMPLING_MODES)}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.unfreeze_top_layers is not None and self.unfreeze_from_layer is not None:
             raise ConfigError("give unfreeze_top_layers or unfreeze_from_layer, not both")
-        if not 0 < self.layer_lr_decay <= 1:
-            raise ConfigError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
-        for name in ("batch_size", "eval_batch_size", "grad_accumulation"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_ranges(self, TRAIN_RANGES)
+        if self.max_steps == 0:
+            raise ConfigError("max_steps must be -1 (train by epochs) or at least 1, got 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("give epochs > 0 or max_steps > 0")
 

@@ -13,6 +13,18 @@ class DataError(UserError, ValueError):
     """A data file cannot be used; the message names the file and, where there is one, the line."""
 
 
+class TrainingDivergedError(UserError, ArithmeticError):
+    """The training loss became NaN or infinite; the message says at which step and what usually causes it."""
+
+
+class BrokenModelError(UserError, ValueError):
+    """A model computes NaN or infinite outputs (a run whose loss went NaN, weights damaged on disk)."""
+
+
+class OutputError(UserError, OSError):
+    """An output cannot be written: a closed pipe, a full disk, a folder that is read-only or not a folder."""
+
+
 class BackboneNotFoundError(UserError, OSError):
     """The encoder id or path could not be loaded (not a folder, not in the local Hugging Face cache)."""
 

@@ -28,6 +28,7 @@ from mtl.artifacts.encoder_config import num_layers
 from mtl.artifacts.records import prediction_records
 from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.data.batching import length_sorted_batches
+from mtl.data.files import check_texts
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -220,10 +221,15 @@ class MultitaskModel(nn.Module):
         encoder_config = AutoConfig.from_pretrained(folder / ENCODER_CONFIG_DIR)
         model = cls(config, _drop_pooler(AutoModel.from_config(encoder_config)))
         try:
-            model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+            weights = load_file(str(folder / WEIGHTS_FILE))
+            model.load_state_dict(weights, strict=True)
         except (SafetensorError, RuntimeError) as err:  # truncated file, or weights of another model
             reason = str(err).splitlines()[0]
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot load the weights ({reason})") from None
+        broken = [name for name, value in weights.items() if value.is_floating_point() and not value.isfinite().all()]
+        if broken:
+            raise CheckpointError(f"{folder / WEIGHTS_FILE}: {len(broken)} weight tensor(s) hold NaN or infinite "
+                                  f"values (first: {broken[0]}); the model is broken, retrain it")
         return model.eval()
 
 
@@ -249,6 +255,7 @@ class TorchPredictor:
     def logits(self, texts: list[str], tasks: list[str] | None = None, batch_size: int = 64) -> dict[str, np.ndarray]:
         """Every requested task's logits, (len(texts), n_labels) each, in input order. One encoder pass per batch."""
         tasks = self.check_tasks(tasks)
+        texts = check_texts(texts)
         encoded = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)
         out = {t: np.zeros((len(texts), len(self.config.task(t).labels)), dtype=np.float32) for t in tasks}
         for rows in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], batch_size):

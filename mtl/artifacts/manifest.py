@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec
+from mtl.artifacts.encoder_config import position_limit
+from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec, logits_name, token_inputs
 from mtl.artifacts.jsonfile import write_json
 from mtl.config import ModelConfig, TaskSpec
 from mtl.errors import ConfigError, ManifestError
@@ -25,6 +26,7 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "mtl-onnx/export"
 FORMAT_VERSION = 1
 TOKENIZER_FILE = "tokenizer.json"
+ENCODER_CONFIG_FILE = "config.json"  # the encoder's Hugging Face config, for tools such as Optimum
 PRECISIONS = ("fp32", "int8", "fp16")
 DEVICES = ("cpu", "cuda")
 
@@ -32,6 +34,12 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 EXECUTIONS = ("fused", "split")  # one graph for every head, or the encoder then the requested heads
 # What "auto" picks, best first, per device: int8 is the CPU variant, fp16 the GPU one.
 AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
+# An int8 variant's validation status: checked on labelled data and within the limits, kept past them because the
+# user said so, or never checked on labelled data (only for shapes and finite values). "auto" runs only the first
+# two: int8 is lossy, and an unchecked one may be far off on real text.
+CHECKED, FORCED, UNCHECKED = "checked", "forced", "unchecked"
+CHECK_INT8_HINT = ("check it on labelled data with `mtl-onnx export CHECKPOINT --output FOLDER --overwrite "
+                   "--precision fp32,int8 --validation-data TASK=FILE`, or ask for it with --precision int8")
 
 
 def check_choices(precision: str = "auto", device: str = "cpu", execution: str = "fused") -> None:
@@ -47,7 +55,12 @@ def choose_precision(manifest: Manifest, folder: Path, precision: str, device: s
     check_choices(precision, device)
     present = list(manifest.variants)
     if precision == "auto":
-        return next(p for p in AUTO_PRECISION[device] + tuple(present) if p in present)
+        choice = next(p for p in AUTO_PRECISION[device] + tuple(present) if p in present)
+        if choice == "int8" and manifest.variants["int8"].validation.get("status") not in (CHECKED, FORCED):
+            log.warning("%s: its int8 variant was not checked on labelled data, so this runs fp32; %s", folder,
+                        CHECK_INT8_HINT)
+            return "fp32"
+        return choice
     if precision not in present:
         raise ConfigError(f"precision {precision!r} was not exported to {folder} (present: {', '.join(present)}); "
                           f"export it with `mtl-onnx export --precision ...`")
@@ -203,6 +216,7 @@ def load_manifest(folder: Path) -> Manifest:
         )
     try:
         manifest = Manifest.from_dict(data)
+        manifest.model_config()  # the same checks as a checkpoint's config: pooling, lengths, labels
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
         detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
         raise ManifestError(f"{path}: malformed manifest ({detail})") from None
@@ -231,14 +245,39 @@ def _check_consistent(path: Path, manifest: Manifest) -> None:
                                 f"but the tasks are {sorted(names)}")
     if set(manifest.heads) != names:
         raise ManifestError(f"{path}: graphs.heads lists {sorted(manifest.heads)}, but the tasks are {sorted(names)}")
+    try:
+        token_inputs(manifest.input_names)
+    except ConfigError as err:
+        raise ManifestError(f"{path}: {err}") from None
+    for spec in manifest.tasks:
+        outputs = [o for o in manifest.fused.outputs + manifest.heads[spec.name].outputs
+                   if o.name == logits_name(spec.name)]
+        if len(outputs) != 2 or any(o.shape[-1] != len(spec.labels) for o in outputs):
+            shapes = [list(o.shape) for o in outputs]
+            raise ManifestError(f"{path}: task {spec.name!r} has {len(spec.labels)} labels, but its graph outputs "
+                                f"{logits_name(spec.name)} are {shapes or 'missing'}")
+    if manifest.pad_token_id < 0 or manifest.hidden_size < 1:
+        raise ManifestError(f"{path}: pad_token_id {manifest.pad_token_id} / hidden_size {manifest.hidden_size} "
+                            f"are not valid")
+    encoder_config = path.parent / ENCODER_CONFIG_FILE
+    if encoder_config.is_file():
+        try:
+            limit = position_limit(json.loads(encoder_config.read_text(encoding="utf-8")))
+        except (OSError, ValueError, AttributeError):
+            return  # the runtime does not need this file; only the limit check is skipped
+        if manifest.max_length > limit:
+            raise ManifestError(f"{path}: max_length {manifest.max_length} is more than the encoder's "
+                                f"{limit} positions")
 
 
 def _check_files(folder: Path, manifest: Manifest) -> None:
+    """Every file the manifest names is inside the folder by name (no absolute path, no '..'), and is there. The
+    file itself may be a symbolic link, as in a Hugging Face snapshot, whose files link into its blob store."""
     named = [manifest.tokenizer] + [f for v in manifest.variants.values() for f in v.files.all()]
-    root = folder.resolve()
     for name in dict.fromkeys(named):
-        target = (folder / name).resolve()
-        if root not in target.parents:
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts or "\\" in name or not relative.parts:
             raise ManifestError(f"{folder / MANIFEST_FILE}: names {name!r}, which is outside the export folder")
+        target = folder / relative
         if not target.is_file():
             raise ManifestError(f"{folder / MANIFEST_FILE}: names {name}, which is missing from {folder}")

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtl.errors import BrokenModelError
+
 
 def prediction_records(
     logits_by_task: dict[str, np.ndarray], labels_by_task: dict[str, tuple[str, ...]]
 ) -> list[dict[str, dict]]:
-    """One record per text: {task: {"label", "score", "probabilities": {label: p}}}."""
+    """One record per text: {task: {"label", "score", "probabilities": {label: p}}}. Non-finite logits are a
+    broken model, not a prediction: they would print as NaN, which is not JSON."""
+    for task, logits in logits_by_task.items():
+        if not np.all(np.isfinite(logits)):
+            raise BrokenModelError(f"the model computes NaN or infinite logits for task {task!r}: its weights are "
+                                   f"broken (did the training loss go NaN?); retrain it")
     probabilities = {task: softmax(np.asarray(logits, dtype=np.float64)) for task, logits in logits_by_task.items()}
     count = len(next(iter(probabilities.values()))) if probabilities else 0
     records = []

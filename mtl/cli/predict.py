@@ -3,15 +3,22 @@ on an export folder (which never imports torch)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
+import os
+import signal
 import sys
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
+from mtl.artifacts.publish import check_writable
 from mtl.cli.options import (
     BatchSizeOption,
     DeviceOption,
@@ -25,7 +32,7 @@ from mtl.cli.options import (
     setup_logging,
     user_errors,
 )
-from mtl.errors import ConfigError, DataError
+from mtl.errors import ConfigError, DataError, OutputError
 
 
 def evaluate(
@@ -41,11 +48,14 @@ def evaluate(
 ) -> None:
     """Per-task accuracy, macro-F1 and macro-recall of a checkpoint or an export on labelled files."""
     with user_errors():
+        from mtl.artifacts.jsonfile import write_json
         from mtl.cli.tables import metrics_table
         from mtl.data.files import parse_named_files
         from mtl.evaluate import evaluate_files
 
         files = parse_named_files(task, "--task")
+        if json_out:
+            check_writable(json_out)  # before the model is loaded and every file scored
         predictor = _load_predictor(checkpoint, precision, device, False, threads, "fused")
         for name in files:
             predictor.config.task(name)  # unknown task: fail before any work
@@ -53,13 +63,14 @@ def evaluate(
         title = f"{checkpoint}" + (f" ({predictor.precision})" if hasattr(predictor, "precision") else "")
         Console().print(metrics_table(title, results))
         if json_out:
-            json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+            write_json(json_out, results)
 
 
 def predict(
     checkpoint: ModelArg,
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
-    file: Annotated[Optional[Path], typer.Option(help="A .txt (one text a line), .jsonl or .csv file; - for stdin.")] = None,
+    file: Annotated[Optional[list[Path]], typer.Option(
+        help="A .txt (one text a line), .jsonl or .csv file, or - for stdin; repeatable, read in order.")] = None,
     task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only these tasks; repeatable.")] = None,
     text_field: TextField = "text",
     batch_size: BatchSizeOption = 64,
@@ -75,16 +86,23 @@ def predict(
     N rows in give N rows out: a row that cannot be classified (empty, not UTF-8, bad JSON) gets an "error"
     field in its place, and the command then exits with code 1."""
     with user_errors():
-        from mtl.data.stream import iter_rows, rows_from_arguments
+        from mtl.data.files import open_rows, rows_from_arguments
 
         if not texts and not file:
             raise ConfigError("no input: give texts as arguments or --file (use --file - for stdin)")
+        sources = [_located(path, open_rows(path, text_field)) for path in file or []]  # a bad file fails now
         predictor = _load_predictor(checkpoint, precision, device, fallback_cpu, threads, execution)
         tasks = predictor.check_tasks(task)
-        rows = itertools.chain(rows_from_arguments(list(texts or [])), iter_rows(file, text_field) if file else ())
+        rows = itertools.chain(rows_from_arguments(list(texts or [])), *sources)
         written, failed = _stream_predictions(predictor, rows, tasks, batch_size)
         if failed:
             raise DataError(f"{failed} of {written} rows could not be classified (see their \"error\")")
+
+
+def _located(path: Path, rows):
+    """The rows of one input file, their errors prefixed with the file and line (several files may be read)."""
+    for row in rows:
+        yield replace(row, error=f"{path}:{row.line}: {row.error}") if row.error else row
 
 
 def _stream_predictions(predictor, rows, tasks: list[str], batch_size: int) -> tuple[int, int]:
@@ -100,18 +118,72 @@ def _stream_predictions(predictor, rows, tasks: list[str], batch_size: int) -> t
         for chunk in _chunks(rows, chunk_size):
             good = [row.text for row in chunk if row.error is None]
             records = iter(predictor.predict(good, tasks, batch_size) if good else [])
-            lines = []
-            for row in chunk:
-                out = {"text": row.text, "error": row.error} if row.error else {"text": row.text, "predictions": next(records)}
-                lines.append(json.dumps(out, ensure_ascii=False) + "\n")
-            sys.stdout.write("".join(lines))
-            sys.stdout.flush()
+            lines = [_json_line({"text": row.text, "error": row.error} if row.error
+                                else {"text": row.text, "predictions": next(records)}) for row in chunk]
+            _write_whole(lines, written)
             written += len(chunk)
             failed += len(chunk) - len(good)
             progress.update(counter, completed=written)
     if not written:
         raise ConfigError("no input: the file holds no rows")
     return written, failed
+
+
+def _json_line(record: dict) -> str:
+    # allow_nan=False: a NaN would make the line invalid JSON; the records never hold one (prediction_records
+    # refuses non-finite logits), and this keeps it so.
+    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _write_whole(lines: list[str], written: int) -> None:
+    """Write a chunk of JSON lines to stdout, so that the output always ends at a line end: Ctrl-C during the
+    write takes effect once the chunk is out, and a closed pipe or a full disk becomes one error line."""
+    try:
+        with _sigint_deferred():
+            _write_stdout("".join(lines).encode("utf-8"))
+    except BrokenPipeError:
+        _silence_stdout()
+        raise OutputError(f"the output was closed after {written:,} rows (broken pipe)") from None
+    except OSError as err:
+        _silence_stdout()
+        raise OutputError(f"cannot write the output after {written:,} rows: {err.strerror or err}") from None
+
+
+def _write_stdout(data: bytes) -> None:
+    """All of `data` to stdout. Straight to the file descriptor, in a loop over partial writes: a signal that
+    arrives while a buffered `sys.stdout` write waits on a full pipe makes CPython drop the unwritten rest."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # not a real file (a test runner's capture)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()  # whatever Python still buffers goes first
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of the dead stream prints no second error."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _chunks(rows, size: int):

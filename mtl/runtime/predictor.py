@@ -7,15 +7,16 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
 
 from mtl.artifacts.environment import usable_cores
 from mtl.artifacts.io_spec import EMBEDDING, ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec, logits_name
 from mtl.artifacts.manifest import Manifest, check_choices, choose_precision, load_manifest
 from mtl.artifacts.records import prediction_records
 from mtl.config import ModelConfig
-from mtl.data.batching import length_sorted_batches
+from mtl.data.batching import check_batch_size, length_sorted_batches
 from mtl.errors import ConfigError
-from mtl.runtime.session import GraphSession, resolve_device
+from mtl.runtime.session import GraphSession, graph_optimization_level, resolve_device
 from mtl.runtime.tokenizer import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,13 @@ class Predictor:
     """Each task's label, score and probabilities for a list of texts, or their sentence embeddings.
 
     `execution="fused"` runs model.onnx (every head on one encoder pass); `"split"` runs encoder.onnx once and
-    then only the requested heads. Safe to share between threads: sessions are opened once (under a lock) and
-    `run` is concurrent; nothing mutable is touched per call.
+    then only the requested heads. `graph_optimization` ("basic", "extended" or "all") is ONNX Runtime's graph
+    optimisation level for every session. Safe to share between threads: sessions are opened once (under a lock)
+    and `run` is concurrent; nothing mutable is touched per call.
     """
 
     def __init__(self, folder: Path, manifest: Manifest, precision: str, device: str, threads: int,
-                 execution: str, batch_size: int):
+                 execution: str, batch_size: int, graph_optimization: str = "all"):
         self.folder = Path(folder)
         self.manifest = manifest
         self.precision = precision
@@ -40,24 +42,28 @@ class Predictor:
         self.threads = threads
         self.execution = execution
         self.batch_size = batch_size
+        self.graph_optimization = graph_optimization
         self.files = manifest.variants[precision].files
         self.text_encoder = TextEncoder.load(self.folder / manifest.tokenizer, manifest.max_length,
                                              manifest.pad_token_id)
         self._sessions: dict[str, GraphSession] = {}
         self._lock = threading.Lock()
         # Open what this execution mode needs now, so that a bad file fails at load, not at the first call.
-        for key in [FUSED_GRAPH] if execution == "fused" else [ENCODER_GRAPH, *map(_head_key, manifest.task_names)]:
-            self._session(key)
+        for key in [FUSED_GRAPH] if execution == "fused" else [ENCODER_GRAPH, *map(head_key, manifest.task_names)]:
+            self.session(key)
 
     @classmethod
     def load(cls, folder: Path, precision: str = "auto", device: str = "cpu", threads: int | None = None,
-             execution: str = "fused", batch_size: int = DEFAULT_BATCH_SIZE, fallback_cpu: bool = False) -> Predictor:
+             execution: str = "fused", batch_size: int = DEFAULT_BATCH_SIZE, fallback_cpu: bool = False,
+             graph_optimization: str = "all") -> Predictor:
         check_choices(precision, device, execution)
-        _check_batch_size(batch_size)
+        graph_optimization_level(graph_optimization)  # a bad name fails before anything is read
+        check_batch_size(batch_size)
         device = resolve_device(device, fallback_cpu)
         manifest = load_manifest(folder)
         chosen = choose_precision(manifest, Path(folder), precision, device)
-        return cls(Path(folder), manifest, chosen, device, threads or usable_cores(), execution, batch_size)
+        return cls(Path(folder), manifest, chosen, device, threads or usable_cores(), execution, batch_size,
+                   graph_optimization)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -83,46 +89,49 @@ class Predictor:
                batch_size: int | None = None) -> dict[str, np.ndarray]:
         """Each requested task's logits, (len(texts), n_labels), float32, in input order."""
         tasks = self.check_tasks(tasks)
-        out = {t: np.zeros((len(texts), len(self.manifest.labels(t))), dtype=np.float32) for t in tasks}
-        for rows, feeds in self._batches(texts, batch_size):
+        encodings = self.text_encoder.encode(texts)  # a bad text (or a bare string) fails here, naming its index
+        out = {t: np.zeros((len(encodings), len(self.manifest.labels(t))), dtype=np.float32) for t in tasks}
+        for rows, feeds in self._batches(encodings, batch_size):
             for task, values in self._batch_logits(feeds, tasks).items():
                 out[task][rows] = values
         return out
 
     def embed(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """The pooled sentence embeddings, (len(texts), hidden), float32, in input order."""
-        out = np.zeros((len(texts), self.manifest.hidden_size), dtype=np.float32)
-        encoder = self._session(ENCODER_GRAPH)
-        for rows, feeds in self._batches(texts, batch_size):
+        encodings = self.text_encoder.encode(texts)
+        out = np.zeros((len(encodings), self.manifest.hidden_size), dtype=np.float32)
+        encoder = self.session(ENCODER_GRAPH)
+        for rows, feeds in self._batches(encodings, batch_size):
             out[rows] = encoder.run(feeds, [EMBEDDING])[0]
         return out
 
     def _batch_logits(self, feeds: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
         if self.execution == "fused":
-            values = self._session(FUSED_GRAPH).run(feeds, [logits_name(t) for t in tasks])
+            values = self.session(FUSED_GRAPH).run(feeds, [logits_name(t) for t in tasks])
             return dict(zip(tasks, values))
-        embedding = self._session(ENCODER_GRAPH).run(feeds, [EMBEDDING])[0]  # (batch, hidden)
-        return {t: self._session(_head_key(t)).run({EMBEDDING: embedding}, [logits_name(t)])[0] for t in tasks}
+        embedding = self.session(ENCODER_GRAPH).run(feeds, [EMBEDDING])[0]  # (batch, hidden)
+        return {t: self.session(head_key(t)).run({EMBEDDING: embedding}, [logits_name(t)])[0] for t in tasks}
 
-    def _batches(self, texts: list[str], batch_size: int | None):
+    def _batches(self, encodings: list[Encoding], batch_size: int | None):
         """(row indices, padded inputs) per batch: rows of similar length together, so padding stays small."""
-        batch_size = batch_size or self.batch_size
-        _check_batch_size(batch_size)
-        encodings = self.text_encoder.encode(list(texts))
+        batch_size = self.batch_size if batch_size is None else batch_size
         names = list(self.manifest.input_names)
         for rows in length_sorted_batches([len(e.ids) for e in encodings], batch_size):
             yield np.asarray(rows), self.text_encoder.arrays([encodings[i] for i in rows], names)
 
-    def _session(self, key: str) -> GraphSession:
-        """The session of the encoder, the fused model, or a task's head (`_head_key`); opened on first use."""
+    def session(self, key: str) -> GraphSession:
+        """The session of the encoder (`ENCODER_GRAPH`), the fused model (`FUSED_GRAPH`) or a task's head
+        (`head_key(task)`); opened on first use. For callers that feed fixed-shape arrays themselves (the bench)."""
         session = self._sessions.get(key)
         if session is not None:
             return session
         with self._lock:
             if key not in self._sessions:
                 path, spec = self._graph(key)
-                self._sessions[key] = GraphSession(self.folder / path, spec, self.device, self.threads)
+                self._sessions[key] = GraphSession(self.folder / path, spec, self.device, self.threads,
+                                                   self.graph_optimization)
             return self._sessions[key]
+
 
     def _graph(self, key: str) -> tuple[str, GraphSpec]:
         if key == ENCODER_GRAPH:
@@ -133,10 +142,6 @@ class Predictor:
         return self.files.heads[task], self.manifest.heads[task]
 
 
-def _head_key(task: str) -> str:
+def head_key(task: str) -> str:
     return f"{HEAD_GRAPH}/{task}"  # task names cannot hold "/", so a task called "model" cannot collide
 
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")

@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from mtl.errors import DataError, RuntimeLoadError
+from mtl.data.files import check_texts
+from mtl.errors import RuntimeLoadError
 
 # A text longer than this many characters per kept token is tokenized from a prefix first (see `_encode_long`).
 CHARS_PER_TOKEN = 32
-_LAST_SPACE = re.compile(r"\s(?=\S*$)")
+# Only a plain space: every whitespace pre-tokenizer splits there and no normalizer drops it. Other `\s` characters
+# (form feed, U+001C-U+001F, U+0085) are control characters that BERT's normalizer deletes, joining the words
+# around them, so a cut there would split what the full text tokenizes as one word.
+_LAST_SPACE = re.compile(r" (?=[^ ]*$)")
 
 
 class TextEncoder:
@@ -39,12 +43,9 @@ class TextEncoder:
         return cls(tokenizer, max_length, pad_token_id)
 
     def encode(self, texts: list[str]) -> list[Encoding]:
-        """Truncated, unpadded encodings; a text that is not a non-empty string is a DataError naming its index."""
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise DataError(f"text {index}: expected a string, got {type(text).__name__}")
-            if not text.strip():
-                raise DataError(f"text {index}: empty text")
+        """Truncated, unpadded encodings; a text that is not a non-empty string of valid Unicode is a DataError
+        naming its index (`tokenizers` itself would raise a TypeError on a lone surrogate)."""
+        texts = check_texts(texts)
         limit = self.max_length * CHARS_PER_TOKEN
         long_rows = [i for i, text in enumerate(texts) if len(text) > limit]
         encodings = self.tokenizer.encode_batch(
@@ -56,7 +57,7 @@ class TextEncoder:
 
     def _encode_long(self, text: str, limit: int) -> Encoding:
         """Tokenizing a 1 MB text takes seconds, only to keep its first max_length tokens. So tokenize a prefix
-        cut at a whitespace (a word boundary for every pre-tokenizer that splits on whitespace) and keep it when
+        cut at a space (a word boundary for every pre-tokenizer that splits on whitespace) and keep it when
         it already overflows max_length: its first tokens are then exactly the full text's. Otherwise (a text of
         few, very long 'words'), tokenize the whole text."""
         if self.tokenizer.pre_tokenizer is not None:

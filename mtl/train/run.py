@@ -4,15 +4,32 @@ checkpoint folder so that it is either a complete model or untouched."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl.artifacts.checkpoint import CHECKPOINTS_DIR, METRICS_FILE, TRAIN_CONFIG_FILE, is_checkpoint
+from mtl.artifacts.checkpoint import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    RUN_CONFIG_FILE,
+    TRAIN_CONFIG_FILE,
+    is_checkpoint,
+    write_data_record,
+)
 from mtl.artifacts.encoder_config import position_limit
-from mtl.artifacts.jsonfile import write_json
-from mtl.artifacts.publish import staged
+from mtl.artifacts.jsonfile import read_json, write_json
+from mtl.artifacts.publish import (
+    OWNER_FILE,
+    PARTIAL_SUFFIX,
+    check_target,
+    check_writable,
+    new_staging,
+    publish,
+    staging_owner,
+)
 from mtl.config import ModelConfig, TaskSpec, TrainConfig
 from mtl.data.files import Example, TaskFiles, check_labels, label_set, read_examples
 from mtl.errors import ConfigError
@@ -60,24 +77,49 @@ def load_tasks(task_files: list[TaskFiles], text_field: str = "text", label_fiel
 
 
 def check_output_dir(output: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber a model or a folder that isn't ours; --resume needs something to resume."""
-    checkpoints = output / CHECKPOINTS_DIR
-    has_checkpoints = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    """Refuse to replace a folder that is not one of this tool's models, or a model without --overwrite; check
+    the folder can be written. Nothing is deleted here: an old model is replaced only when the new one is done."""
     if resume:
-        if not has_checkpoints:
-            raise ConfigError(f"{output}: nothing to resume (no {CHECKPOINTS_DIR}/checkpoint-* folder)")
+        check_writable(output)
         return
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"{output}: exists and is not a folder")
-    if not output.is_dir() or not any(output.iterdir()):
-        return
-    ours = is_checkpoint(output) or checkpoints.is_dir()
-    if not ours:
-        raise ConfigError(f"{output}: folder is not empty and holds no mtl-onnx model; choose another --output")
-    if not overwrite:
-        what = "a model" if is_checkpoint(output) else "checkpoints of an unfinished run"
-        raise ConfigError(f"{output}: already holds {what}; pass --overwrite to replace it or --resume to continue")
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    check_target(output, "model", is_checkpoint, overwrite, ConfigError,
+                 "pass --overwrite to replace it or --resume to continue")
+
+
+def run_folder(output: Path) -> Path:
+    """Where a run builds its checkpoints and model before they are published as `output` (beside it, with a
+    fixed name, so that --resume finds a killed run's checkpoints there)."""
+    return output.parent / f".{output.name}{PARTIAL_SUFFIX}"
+
+
+def resume_point(output: Path) -> Path:
+    """The newest Trainer checkpoint to resume from: a killed run's, else the finished model's."""
+    for folder in (run_folder(output) / CHECKPOINTS_DIR, output / CHECKPOINTS_DIR):
+        steps = sorted((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
+                       if p.name.split("-")[-1].isdigit())
+        if steps:
+            return steps[-1][1]
+    raise ConfigError(f"{output}: nothing to resume (no {CHECKPOINTS_DIR}/checkpoint-* folder from an earlier run)")
+
+
+def check_resumable(checkpoint: Path, model_config: ModelConfig) -> None:
+    """A resumed run must train the same model: tasks, labels, backbone and input shape of the run it continues."""
+    saved_path = checkpoint.parent.parent / RUN_CONFIG_FILE
+    if not saved_path.is_file():
+        saved_path = checkpoint.parent.parent / MODEL_CONFIG_FILE
+    try:
+        data = read_json(saved_path)
+        saved = ModelConfig.from_dict(data.get("model", data))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"{saved_path}: cannot read the configuration of the run to resume ({err})") from None
+    for field in ("tasks", "backbone", "pooling", "max_length", "input_names"):
+        if getattr(saved, field) != getattr(model_config, field):
+            raise ConfigError(f"--resume continues a run with different {field} ({getattr(saved, field)!r}, now "
+                              f"{getattr(model_config, field)!r}); train into a new --output instead")
+
+
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0  # torchrun's global rank; a plain run is rank 0
 
 
 def train(
@@ -95,7 +137,12 @@ def train(
 ) -> TrainResult:
     output = Path(config.output_dir)
     tasks = load_tasks(task_files, text_field, label_field)
+    names = [t.spec.name for t in tasks]
+    unknown = [name for name in config.freeze_heads if name not in names]
+    if unknown:
+        raise ConfigError(f"cannot freeze unknown head(s) {', '.join(unknown)}; valid: {', '.join(names)}")
     check_output_dir(output, overwrite, resume)
+    start_from = resume_point(output) if resume else None
     # Heavy imports only once the inputs are known to be good.
     import transformers
 
@@ -108,28 +155,85 @@ def train(
     tokenizer = load_tokenizer(backbone)
     model_config = ModelConfig(
         tasks=tuple(t.spec for t in tasks), backbone=backbone, pooling=pooling,
-        max_length=min(max_length, position_limit(encoder.config.to_dict())), input_names=encoder_input_names(encoder, tokenizer),
+        max_length=_clamped_length(max_length, encoder.config.to_dict(), backbone),
+        input_names=encoder_input_names(encoder, tokenizer),
     )
+    if start_from is not None:
+        check_resumable(start_from, model_config)
     model = MultitaskModel(model_config, encoder)
     train_set = MultitaskDataset([TaskExamples(t.spec.name, t.train) for t in tasks], tokenizer, model_config)
     with_validation = [TaskExamples(t.spec.name, t.validation) for t in tasks if t.validation]
     eval_set = MultitaskDataset(with_validation, tokenizer, model_config) if with_validation else None
 
-    trainer = build_trainer(model, tokenizer, train_set, eval_set, config, callbacks)
-    started = time.perf_counter()
-    outcome = trainer.train(resume_from_checkpoint=True if resume else None)
-    wall = time.perf_counter() - started
-    metrics = best_validation_metrics(trainer, model_config)
-    if trainer.is_world_process_zero():
-        save_model(model, tokenizer, output, config, metrics)
+    folder = _open_run_folder(output, resume) if _main_process() else run_folder(output)
+    if _main_process():
+        write_json(folder / RUN_CONFIG_FILE, {"model": model_config.to_dict(), "train": config.to_dict()})
+    if start_from is not None:
+        start_from = resume_point(output)  # now the run folder's own copy
+    try:
+        trainer = build_trainer(model, tokenizer, train_set, eval_set, config, callbacks, folder / CHECKPOINTS_DIR)
+        started = time.perf_counter()
+        outcome = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
+        wall = time.perf_counter() - started
+        metrics = best_validation_metrics(trainer, model_config)
+        if trainer.is_world_process_zero():
+            save_model(model, tokenizer, folder, config, metrics)
+            write_data_record(folder, {t.spec.name: {"train": t.files.train, "validation": t.files.validation}
+                                       for t in tasks}, text_field, label_field)
+            publish(folder, output)
+    except BaseException:
+        if _main_process():
+            _abandon(folder, output)
+        raise
     seen = trainer.state.global_step * config.batch_size * config.grad_accumulation * trainer.args.world_size
-    return TrainResult(output, metrics, len(train_set), seen, outcome.metrics.get("train_samples_per_second", 0.0), wall,
-                       trainer.is_world_process_zero())
+    speed = outcome.metrics.get("train_samples_per_second", 0.0)
+    return TrainResult(output, metrics, len(train_set), seen, speed, wall, trainer.is_world_process_zero())
 
 
-def save_model(model, tokenizer, output: Path, config: TrainConfig, metrics: dict) -> None:
-    """Publish the model in `output`, keeping the run's checkpoints there (for --resume)."""
-    with staged(output, carry=(CHECKPOINTS_DIR,)) as staging:
-        model.save_pretrained(staging, tokenizer)
-        write_json(staging / TRAIN_CONFIG_FILE, config.to_dict())
-        write_json(staging / METRICS_FILE, {"validation": metrics, "score": mean_score(metrics) if metrics else None})
+def _clamped_length(max_length: int, encoder_config: dict, backbone: str) -> int:
+    limit = position_limit(encoder_config)
+    if max_length > limit:
+        log.warning("--max-length %d is more than %s takes; using its limit of %d tokens", max_length, backbone, limit)
+    return min(max_length, limit)
+
+
+def _open_run_folder(output: Path, resume: bool) -> Path:
+    """The run folder, this process's own: a killed run's is reused by --resume and replaced otherwise; a live
+    run's is never touched."""
+    folder = run_folder(output)
+    owner = staging_owner(folder)
+    if owner is not None and owner != os.getpid():
+        raise ConfigError(f"{output}: another training run (process {owner}) is writing it; wait for it or stop it")
+    if resume and folder.is_dir():
+        (folder / OWNER_FILE).write_text(str(os.getpid()), encoding="ascii")
+        return folder
+    folder = new_staging(output, name=folder.name)
+    if resume:
+        # Continuing a published model: its checkpoints record paths inside the run folder they were made in
+        # (the best one among them), so they go back there, as hard links: cheap, and the model stays as it is.
+        shutil.copytree(output / CHECKPOINTS_DIR, folder / CHECKPOINTS_DIR, copy_function=_link_or_copy)
+    return folder
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, target)
+
+
+def _abandon(folder: Path, output: Path) -> None:
+    """After a failed or interrupted run: keep its folder only if it holds checkpoints to resume from."""
+    if any((folder / CHECKPOINTS_DIR).glob("checkpoint-*")):
+        (folder / OWNER_FILE).unlink(missing_ok=True)
+        log.warning("the run's checkpoints are kept in %s: train again with --resume to continue", folder)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_model(model, tokenizer, folder: Path, config: TrainConfig, metrics: dict) -> None:
+    """The model's files, beside the run's checkpoints, in the run folder about to be published."""
+    model.save_pretrained(folder, tokenizer)
+    write_json(folder / TRAIN_CONFIG_FILE, config.to_dict())
+    write_json(folder / METRICS_FILE, {"validation": metrics, "score": mean_score(metrics) if metrics else None})
+    (folder / RUN_CONFIG_FILE).unlink(missing_ok=True)  # the published model has config.json + train_config.json

@@ -15,7 +15,7 @@ from transformers.trainer_pt_utils import get_parameter_names
 from mtl.artifacts.checkpoint import CHECKPOINTS_DIR
 from mtl.config import ModelConfig, TrainConfig
 from mtl.data.dataset import MultitaskDataset, PaddingCollator, TaskBatchSampler, task_probabilities
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, TrainingDivergedError
 from mtl.evaluate import classification_metrics, flat_metrics, mean_score, per_task_metrics
 from mtl.model import MultitaskModel, encoder_layer_of
 
@@ -91,6 +91,15 @@ class MultitaskTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.train_config = train_config
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss):
+            # A NaN loss makes every later weight NaN: stop now, before a broken model is saved as a good one.
+            raise TrainingDivergedError(
+                f"the training loss became {loss.item()} at step {self.state.global_step + 1}: the run diverged "
+                f"(usually a learning rate far too high); nothing was saved")
+        return loss
+
     def create_optimizer(self):
         if self.optimizer is None:
             self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.train_config))
@@ -137,10 +146,10 @@ def metrics_function(config: ModelConfig):
     return compute
 
 
-def training_arguments(config: TrainConfig, has_validation: bool) -> TrainingArguments:
+def training_arguments(config: TrainConfig, has_validation: bool, checkpoints_dir: Path) -> TrainingArguments:
     strategy = "epoch" if has_validation else "no"
     return TrainingArguments(
-        output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR),
+        output_dir=str(checkpoints_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
@@ -181,7 +190,9 @@ def build_trainer(
     eval_set: MultitaskDataset | None,
     config: TrainConfig,
     callbacks: list[TrainerCallback] = (),
+    checkpoints_dir: Path | None = None,
 ) -> MultitaskTrainer:
+    """The Trainer for one run; its per-epoch checkpoints go to `checkpoints_dir` (default: the output's)."""
     model.freeze(backbone=config.freeze_backbone, heads=config.freeze_heads)
     if model.num_trainable_parameters() == 0:
         raise ConfigError("every parameter is frozen, so there is nothing to train; unfreeze the backbone or a head")
@@ -192,7 +203,8 @@ def build_trainer(
              f"{sum(p.numel() for p in model.parameters()):,}")
     trainer = MultitaskTrainer(
         model=model,
-        args=training_arguments(config, eval_set is not None),
+        args=training_arguments(config, eval_set is not None,
+                                checkpoints_dir or Path(config.output_dir) / CHECKPOINTS_DIR),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=PaddingCollator(tokenizer.pad_token_id),

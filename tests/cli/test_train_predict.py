@@ -7,8 +7,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from mtl.artifacts.checkpoint import read_model_config
 from mtl.cli import app
-from tests.conftest import write_jsonl
+from tests.factory import POSITIONS, demo_rows, write_jsonl
 
 runner = CliRunner()
 
@@ -29,16 +30,15 @@ def one_error_line(result, expected):
 def trained(tiny_bert, tmp_path_factory):
     """One small model trained through the CLI, shared by the read-only tests below."""
     root = tmp_path_factory.mktemp("cli")
-    from tests.conftest import demo_rows
-
     topic = write_jsonl(root / "topic.jsonl", demo_rows("ag_news", "train", 40))
     topic_valid = write_jsonl(root / "topic_valid.jsonl", demo_rows("ag_news", "validation", 20))
     sentiment = write_jsonl(root / "sentiment.jsonl", demo_rows("tweet_eval_sentiment", "train", 40))
     result = invoke("train", "--task", f"topic={topic},{topic_valid}", "--task", f"sentiment={sentiment}",
                     "--backbone", tiny_bert, "--output", root / "model", "--epochs", 1, "--batch-size", 8,
-                    "--grad-accumulation", 1, "--sampling", "uniform", "--progressive-unfreezing")
+                    "--max-length", 4096, "--grad-accumulation", 1, "--sampling", "uniform", "--progressive-unfreezing")
     assert result.exit_code == 0, result.output
     assert "model saved in" in result.output and "validation, best checkpoint" in result.output
+    assert read_model_config(root / "model").max_length == POSITIONS  # --max-length clamped to the positions
     return root
 
 
@@ -82,12 +82,14 @@ def test_predict_reads_files_and_stdin_and_filters_tasks(trained, tmp_path):
 
 
 def test_predict_unknown_task(trained):
-    one_error_line(invoke("predict", trained / "model", "hi", "--task", "spam"), "unknown task 'spam'; valid: topic, sentiment")
+    one_error_line(invoke("predict", trained / "model", "hi", "--task", "spam"),
+                   "unknown task 'spam'; valid: topic, sentiment")
 
 
 def test_output_folder_holding_a_model_is_refused_without_overwrite(trained):
-    result = invoke("train", "--task", f"topic={trained / 'topic.jsonl'}", "--backbone", "x", "--output", trained / "model")
-    one_error_line(result, "already holds a model; pass --overwrite")
+    result = invoke("train", "--task", f"topic={trained / 'topic.jsonl'}", "--backbone", "x",
+                    "--output", trained / "model")
+    one_error_line(result, "already holds an mtl-onnx model; pass --overwrite")
 
 
 @pytest.fixture
@@ -109,7 +111,7 @@ def bad_inputs(tmp_path, tiny_bert):
         (["t={d}/empty.jsonl"], "empty.jsonl: no examples"),
         (["t={d}/broken.jsonl"], "broken.jsonl:2: not valid JSON"),
         (["t={d}/nolabel.jsonl"], "nolabel.jsonl:1: missing field 'label'"),
-        (["t={d}/blank.jsonl"], "blank.jsonl:1: empty text"),
+        (["t={d}/blank.jsonl"], "blank.jsonl:1: field 'text': empty text"),
         (["t={d}/latin.jsonl"], "latin.jsonl:1: not valid UTF-8"),
         (["t={good},{d}/newlabel.jsonl"], "newlabel.jsonl:2: label 'z' is not one of the training labels (x, y)"),
         (["t={good}", "t={good}"], "duplicate task names: t"),
@@ -137,9 +139,11 @@ def test_checkpoint_with_missing_files_is_one_line(trained, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((trained / "model" / "config.json").read_text())
-    one_error_line(invoke("predict", broken, "hello"), "not a complete mtl-onnx checkpoint (missing encoder/config.json")
+    one_error_line(invoke("predict", broken, "hello"),
+                   "not a complete mtl-onnx checkpoint (missing encoder/config.json")
 
 
+@pytest.mark.slow  # two processes that each import torch and transformers
 def test_console_script_runs_as_a_subprocess(trained):
     script = [sys.executable, "-m", "mtl.cli"]
     ok = subprocess.run(script + ["predict", str(trained / "model"), "a", "b"], capture_output=True, text=True)

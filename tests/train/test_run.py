@@ -4,11 +4,13 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from mtl.artifacts.checkpoint import read_model_config
 from mtl.config import TrainConfig
 from mtl.data.files import TaskFiles
 from mtl.errors import ConfigError
 from mtl.model import MultitaskModel
 from mtl.train import run as workflow
+from tests.factory import CHECKPOINT_INPUTS, POSITIONS, TASKS, demo_texts, encode, make_model
 
 
 class StopAfterFirstEpoch(TrainerCallback):
@@ -48,7 +50,7 @@ def test_output_folder_is_protected(tiny_bert, small_task_files, tmp_path):
     files = task_files(small_task_files)
     output = tmp_path / "model"
     train(files, tiny_bert, output)
-    with pytest.raises(ConfigError, match="already holds a model; pass --overwrite"):
+    with pytest.raises(ConfigError, match="already holds an mtl-onnx model; pass --overwrite"):
         train(files, tiny_bert, output)
     foreign = tmp_path / "photos"
     foreign.mkdir()
@@ -74,3 +76,25 @@ def test_everything_frozen_is_refused(tiny_bert, small_task_files, tmp_path):
                          freeze_heads=("topic", "sentiment"))
     with pytest.raises(ConfigError, match="every parameter is frozen"):
         workflow.train(task_files(small_task_files), config, str(tiny_bert))
+
+
+def test_every_architecture_trains_with_max_length_clamped_to_its_positions(backbone_dir, arch, small_task_files,
+                                                                             tmp_path):
+    """--max-length beyond the encoder's positions is clamped to what the position embeddings hold (RoBERTa's 132
+    with pad id 1 hold 130), the checkpoint records the inputs the encoder takes, and training moves weights."""
+    config = TrainConfig(output_dir=str(tmp_path / "model"), max_steps=2, batch_size=4, grad_accumulation=1,
+                         logging_steps=1, warmup_steps=0, encoder_lr=1e-3)
+    result = workflow.train(task_files(small_task_files), config, str(backbone_dir), max_length=4096)
+    saved = read_model_config(result.output)
+    assert saved.max_length == POSITIONS
+    assert saved.input_names == CHECKPOINT_INPUTS[arch]
+    assert set(result.metrics) == {"topic", "sentiment"}
+    initial, tokenizer = make_model(backbone_dir)
+    trained = weights(result.output)
+    assert any(not torch.equal(trained[n], p) for n, p in initial.state_dict().items() if n.startswith("encoder."))
+    # The clamped length is usable: a full-length input runs through the trained encoder.
+    model = MultitaskModel.from_pretrained(result.output)
+    long_text = " ".join(demo_texts(40))
+    inputs = encode(tokenizer, [long_text], saved.input_names, max_length=saved.max_length)
+    assert inputs["input_ids"].shape == (1, POSITIONS)
+    assert model(**inputs)["logits"][0].shape == (1, len(TASKS["topic"]))
