@@ -29,9 +29,14 @@ def export(
     precision: Annotated[str, typer.Option(help="Comma-separated variants: fp32 (always made), int8 (CPU), fp16 (GPU).")] = "fp32",
     optimize: Annotated[bool, typer.Option(help="ONNX Runtime transformer fusion, kept only where measured faster.")] = False,
     validation_data: Annotated[Optional[list[str]], typer.Option(
-        help="TASK=FILE of labelled examples: each variant's accuracy next to fp32's; repeatable.")] = None,
+        help="TASK=FILE of labelled examples to check every variant on (default: the validation files the "
+             "checkpoint was trained with); repeatable.")] = None,
+    recorded_data: Annotated[bool, typer.Option(
+        "--recorded-data/--no-recorded-data",
+        help="Without --validation-data, check on the checkpoint's own validation files.")] = True,
     max_int8_drop: Annotated[float, typer.Option(help="Refuse int8 if any task loses more accuracy points.")] = 1.0,
-    force_int8: Annotated[bool, typer.Option(help="Keep int8 even when it loses more than --max-int8-drop.")] = False,
+    max_int8_f1_drop: Annotated[float, typer.Option(help="Refuse int8 if any task loses more macro-F1 points.")] = 1.0,
+    force_int8: Annotated[bool, typer.Option(help="Keep int8 even past the limits (its status says so).")] = False,
     int8_target: Annotated[Int8Target, typer.Option(help="The CPU family int8 is tuned for.")] = "auto",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Int8 weight scales.")] = True,
     opset: Annotated[int, typer.Option(min=14, max=20, help="ONNX opset.")] = 17,
@@ -52,7 +57,8 @@ def export(
         options = ExportOptions(
             precisions=parse_precisions(precision), optimize=optimize, opset=opset,
             validation_data=parse_named_files(validation_data or [], "--validation-data", "TASK=FILE"), text_field=text_field,
-            label_field=label_field, max_int8_drop=max_int8_drop, force_int8=force_int8, int8_target=int8_target.value,
+            label_field=label_field, max_int8_drop=max_int8_drop, max_int8_f1_drop=max_int8_f1_drop,
+            force_int8=force_int8, recorded_data=recorded_data, int8_target=int8_target.value,
             per_channel=per_channel, threads=threads, overwrite=overwrite,
         ).checked()
         if triton is not None:

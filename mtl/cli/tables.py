@@ -42,11 +42,13 @@ def _caption(variants) -> str:
 
 
 def real_data_table(result) -> Table | None:
+    """Each variant's accuracy and macro-F1 per task on the labelled data, and the int8 status."""
     variants = result.manifest.variants
     if not any("real_data" in v.validation for v in variants.values()):
         return None
-    table = Table(title="accuracy on --validation-data", caption="other variants: accuracy (drop in points, "
-                                                                    "argmax agreement with fp32)")
+    status = variants["int8"].validation.get("status") if "int8" in variants else None
+    table = Table(title="on labelled data" + (f" (int8: {status})" if status else ""),
+                  caption="accuracy / macro-F1 in %; other variants: change in points, argmax agreement with fp32")
     table.add_column("task")
     table.add_column("examples", justify="right")
     for precision in variants:
@@ -55,9 +57,10 @@ def real_data_table(result) -> Table | None:
         figures = {p: v.validation["real_data"][task] for p, v in variants.items()}
         cells = [task, str(figures["fp32"]["examples"])]
         for precision, f in figures.items():
-            cell = f"{100 * f['accuracy']:.1f}%"
+            cell = f"{100 * f['accuracy']:.1f} / {100 * f['macro_f1']:.1f}"
             if precision != "fp32":
-                cell += f" ({0.0 - f['drop_points']:+.1f}, {100 * f['agreement_with_fp32']:.1f}%)"
+                drops = f["drop_points"]
+                cell += f" ({-drops['accuracy']:+.1f} / {-drops['macro_f1']:+.1f}, {100 * f['agreement_with_fp32']:.1f}%)"
             cells.append(cell)
         table.add_row(*cells)
     return table

@@ -6,11 +6,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mtl.artifacts.manifest import PRECISIONS
+from mtl.config import Range, check_ranges
 from mtl.errors import ConfigError
 
 DEFAULT_OPSET = 17  # LayerNormalization is native from 17; ORT >= 1.14 runs it everywhere
 OPSETS = range(14, 21)  # 14: the first with every op attention needs; 20: the TorchScript exporter's newest
 INT8_TARGETS = ("auto", "avx512_vnni", "avx2", "arm64")
+EXPORT_RANGES = {"max_int8_drop": Range(0, 100), "max_int8_f1_drop": Range(0, 100),
+                 "threads": Range(1, 4096, whole=True, none_ok=True)}
 TRITON_DEVICES = ("cpu", "gpu")  # Triton's instance kinds (KIND_CPU, KIND_GPU)
 
 
@@ -32,7 +35,9 @@ class ExportOptions:
     text_field: str = "text"
     label_field: str = "label"
     max_int8_drop: float = 1.0  # accuracy points int8 may lose on any task before it is refused
+    max_int8_f1_drop: float = 1.0  # and macro-F1 points, so that a collapsed minority class cannot pass
     force_int8: bool = False
+    recorded_data: bool = True  # without validation_data, check on the checkpoint's own validation files
     int8_target: str = "auto"
     per_channel: bool = True
     threads: int | None = None
@@ -42,10 +47,7 @@ class ExportOptions:
         precisions = parse_precisions(",".join(self.precisions))
         if self.opset not in OPSETS:
             raise ConfigError(f"opset {self.opset} is not supported; valid: {OPSETS.start}..{OPSETS.stop - 1}")
-        if self.max_int8_drop < 0:
-            raise ConfigError(f"max int8 drop must be >= 0 accuracy points, got {self.max_int8_drop}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        check_ranges(self, EXPORT_RANGES)
         if self.int8_target not in INT8_TARGETS:
             raise ConfigError(f"unknown int8 target {self.int8_target!r}; valid: {', '.join(INT8_TARGETS)}")
         return replace(self, precisions=precisions)

@@ -14,11 +14,20 @@ from typing import Callable
 from mtl.artifacts.checkpoint import check_checkpoint, read_model_config
 from mtl.artifacts.environment import library_versions, usable_cores
 from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
-from mtl.artifacts.manifest import Manifest, Variant, VariantFiles, is_export_folder
+from mtl.artifacts.manifest import (
+    CHECK_INT8_HINT,
+    CHECKED,
+    FORCED,
+    UNCHECKED,
+    Manifest,
+    Variant,
+    VariantFiles,
+    is_export_folder,
+)
 from mtl.artifacts.publish import check_target, staged
 from mtl.config import ModelConfig
 from mtl.errors import CheckpointError, DeviceUnavailableError, ExportError, ExportValidationError, UserError
-from mtl.export.accuracy import accuracy_report, int8_problems, load_validation_data
+from mtl.export.accuracy import Int8Limits, accuracy_report, drop_points, int8_problems, labelled_data
 from mtl.export.graphs import export_fp32_graphs, variant_file
 from mtl.export.options import ExportOptions
 from mtl.export.tokenizer import check_tokenizer, write_tokenizer
@@ -83,7 +92,8 @@ def export_checkpoint(checkpoint: Path, output: Path, options: ExportOptions | N
     check_target(output, "export", is_export_folder, options.overwrite, ExportError)
     folder = check_checkpoint(checkpoint)
     config = read_model_config(folder)
-    data = load_validation_data(options.validation_data, config, options.text_field, options.label_field)
+    data, data_files, data_notes = labelled_data(folder, config, options.validation_data, options.text_field,
+                                                 options.label_field, options.recorded_data)
     int8 = int8_settings(options.int8_target, options.per_channel) if "int8" in options.precisions else None
     threads = options.threads or usable_cores()
     steps = _Steps(on_step)
@@ -91,7 +101,9 @@ def export_checkpoint(checkpoint: Path, output: Path, options: ExportOptions | N
         model, tokenizer = _load_model(folder, threads)
     check_tokenizer(tokenizer)
     with staged(output) as staging:
-        manifest, notes = _build(model, tokenizer, config, staging, options, int8, data, threads, steps)
+        manifest, notes = _build(model, tokenizer, config, staging, options, int8, (data, data_files), threads,
+                                 steps)
+    notes = data_notes + notes
     return ExportResult(output, manifest, _rows(output, manifest), notes, time.perf_counter() - started)
 
 
@@ -134,7 +146,7 @@ def graph_input_names(config: ModelConfig, backbone_config) -> list[str]:
 
 
 def _build(model, tokenizer, config: ModelConfig, staging: Path, options: ExportOptions,
-           int8: Int8Settings | None, data: dict, threads: int, steps: _Steps) -> tuple[Manifest, list[str]]:
+           int8: Int8Settings | None, data: tuple, threads: int, steps: _Steps) -> tuple[Manifest, list[str]]:
     specs = _graph_specs(model, config)
     backbone = model.encoder.backbone.config
     source = TokenSource(specs[ENCODER_GRAPH].input_names, backbone.vocab_size, int(tokenizer.pad_token_id),
@@ -164,11 +176,13 @@ def _build(model, tokenizer, config: ModelConfig, staging: Path, options: Export
     manifest = _manifest(model, config, specs, files, settings, validation, options.opset, pad_id)
     manifest.write(staging)
     notes = []
-    if data:
-        with steps(f"checked {', '.join(files)} on validation data"):
-            manifest = _check_real_data(manifest, staging, data, options, threads)
+    examples, data_files = data
+    if examples:
+        with steps(f"checked {', '.join(files)} on {', '.join(map(str, data_files.values()))}"):
+            manifest = _check_real_data(manifest, staging, examples, data_files, options, threads)
     elif int8 is not None:
-        notes.append("int8 was not checked on real data: pass --validation-data TASK=FILE to compare accuracy")
+        manifest = _with_int8_status(manifest, staging, {"status": UNCHECKED})
+        notes.append(f"int8 was not checked on labelled data, so `--precision auto` runs fp32 ({CHECK_INT8_HINT})")
     return manifest, notes
 
 
@@ -244,32 +258,41 @@ def _manifest(model, config: ModelConfig, specs, files, settings, validation, op
     )
 
 
-def _check_real_data(manifest: Manifest, staging: Path, data: dict, options: ExportOptions, threads: int) -> Manifest:
+def _check_real_data(manifest: Manifest, staging: Path, data: dict, files: dict[str, Path], options: ExportOptions,
+                     threads: int) -> Manifest:
     report = accuracy_report(staging, list(manifest.variants), data, threads)
-    problems = int8_problems(report, options.max_int8_drop) if "int8" in manifest.variants else []
+    limits = Int8Limits(options.max_int8_drop, options.max_int8_f1_drop)
+    problems = int8_problems(report, limits) if "int8" in manifest.variants else []
     if problems and not options.force_int8:
         raise ExportValidationError(
-            "int8 loses too much accuracy on the validation data; nothing was written (export without int8, "
-            "raise --max-int8-drop, or pass --force-int8):\n  " + "\n  ".join(problems)
+            "int8 loses too much on the validation data; nothing was written (export without int8, raise "
+            "--max-int8-drop / --max-int8-f1-drop, or pass --force-int8):\n  " + "\n  ".join(problems)
         )
     variants = {}
     for precision, variant in manifest.variants.items():
         real = {task: _real_data_figures(figures, precision) for task, figures in report.items()}
-        validation = {**variant.validation, "real_data": real}
+        validation = {**variant.validation, "real_data": real, "data": {t: str(f) for t, f in files.items()}}
         if precision == "int8":
-            validation["accepted"] = "forced" if problems else "within limit"
-            validation["max_drop_points"] = options.max_int8_drop
+            validation.update(status=FORCED if problems else CHECKED, limits=limits.to_dict())
         variants[precision] = replace(variant, validation=validation)
     manifest = replace(manifest, variants=variants)
     manifest.write(staging)
     return manifest
 
 
+def _with_int8_status(manifest: Manifest, staging: Path, fields: dict) -> Manifest:
+    int8 = manifest.variants["int8"]
+    variants = {**manifest.variants, "int8": replace(int8, validation={**int8.validation, **fields})}
+    manifest = replace(manifest, variants=variants)
+    manifest.write(staging)
+    return manifest
+
+
 def _real_data_figures(figures: dict, precision: str) -> dict:
-    out = {"examples": figures["examples"], "accuracy": figures["accuracy"][precision]}
+    out = {"examples": figures["examples"], **figures["metrics"][precision]}
     if precision != "fp32":
-        out["fp32_accuracy"] = figures["accuracy"]["fp32"]
-        out["drop_points"] = figures["drop_points"][precision]
+        out["fp32"] = figures["metrics"]["fp32"]
+        out["drop_points"] = drop_points(figures, precision)
         out["agreement_with_fp32"] = figures["agreement_with_fp32"][precision]
     return out
 

@@ -151,7 +151,9 @@ def check_variant(folder: Path, files: VariantFiles, specs: dict, cases: list[di
         "cases": [list(f["input_ids"].shape) for f in cases],
         "tolerance": None if tolerance is None else {"atol": tolerance.atol, "rtol": tolerance.rtol},
         "max_abs_diff": result.max_abs_diff,
-        "argmax_agreement": {t: round(a / n, 6) for t, (a, n) in result.agree.items()},
+        # On random token ids, not text: it tells the graph computes what PyTorch does, not how int8 does on real
+        # data (that is "real_data", from labelled files).
+        "argmax_agreement_on_random_tokens": {t: round(a / n, 6) for t, (a, n) in result.agree.items()},
         "passed": not result.mismatches,
     }
     return figures, result.mismatches
