@@ -1,17 +1,15 @@
-"""A tiny random BERT checkpoint and its export (fp32 + int8), for memory and plumbing benchmarks that need no
-real model:
+"""A tiny random BERT checkpoint and its export (fp32 + int8), built by the test suite's model factory, for memory
+and plumbing benchmarks that need no real model. Run from the repository root (so `tests` imports):
 
-    python scripts/make_tiny_export.py /tmp/tiny    # writes /tmp/tiny/ckpt and /tmp/tiny/onnx
+    python -m scripts.make_tiny_export /tmp/tiny    # writes /tmp/tiny/ckpt and /tmp/tiny/onnx
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import make_model, save_tiny_backbone  # noqa: E402
-
-from mtl.export import export_checkpoint  # noqa: E402
-from mtl.export.options import ExportOptions  # noqa: E402
+from mtl.export import export_checkpoint
+from mtl.export.options import ExportOptions
+from tests.factory import make_model, save_tiny_backbone
 
 
 def main(root: Path) -> None:
