@@ -1,33 +1,23 @@
-"""A tiny trained-shape model for the bench tests: the conftest tiny BERT with topic and sentiment heads, saved as a
-checkpoint and exported (fp32 + int8) with the export pipeline; built once per test session (a plain cache, so
-that one build serves every bench test module)."""
+"""What the bench tests share: the factory's tiny BERT checkpoint and its export, a small corpus, the report in
+docs/bench.json, and a simulated Ctrl-C."""
 
 from __future__ import annotations
 
-import atexit
-import functools
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
+from tests.factory import TINY
+
 DOCS_REPORT = Path(__file__).resolve().parent.parent / "docs" / "bench.json"
-_root = Path(tempfile.mkdtemp(prefix="mtl-bench-tests-"))
-atexit.register(shutil.rmtree, _root, ignore_errors=True)
 
 
-@functools.lru_cache(maxsize=None)
+BENCH_MAX_LENGTH = 128  # past most demo texts, so that dynamic padding has something to save
+
+
 def tiny_model() -> tuple[Path, Path]:
-    """(checkpoint folder, export folder)."""
-    from mtl.export import ExportOptions, export_checkpoint
-    from tests.conftest import make_model, save_tiny_backbone
-
-    backbone = save_tiny_backbone("bert", _root / "backbone")
-    model, tokenizer = make_model(backbone)
-    checkpoint = _root / "checkpoint"
-    model.eval().save_pretrained(checkpoint, tokenizer)
-    export_checkpoint(checkpoint, _root / "onnx", ExportOptions(precisions=("fp32", "int8"), threads=1))
-    return checkpoint, _root / "onnx"
+    """(checkpoint folder, export folder) of the factory's tiny BERT, built once per session."""
+    return (TINY.checkpoint("bert", max_length=BENCH_MAX_LENGTH),
+            TINY.export("bert", ("fp32", "int8"), max_length=BENCH_MAX_LENGTH))
 
 
 def docs_report() -> dict:

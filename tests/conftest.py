@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-# Kept importable from here for tests/bench_fixtures.py, which is not migrated yet; tests import tests.factory.
-from tests.factory import ARCHITECTURES, TINY, TinyModels, demo_rows, make_model, save_tiny_backbone, write_jsonl  # noqa: F401
+from tests.factory import ARCHITECTURES, TINY, TinyModels, demo_rows, write_jsonl
 
 # Nothing may reach the network: a missing model must fail fast, as it would offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -240,22 +240,23 @@ class TinyModels:
         """A hub-style folder of the architecture's tiny random encoder and tokenizer."""
         return self._cached(("backbone", arch), lambda: save_tiny_backbone(arch, self.scratch(f"backbone-{arch}")))
 
-    def checkpoint(self, arch: str, pooling: str = "cls") -> Path:
-        """An mtl-onnx checkpoint (untrained topic + sentiment heads, max length `MAX_LENGTH`) over the encoder."""
+    def checkpoint(self, arch: str, pooling: str = "cls", max_length: int = MAX_LENGTH) -> Path:
+        """An mtl-onnx checkpoint (untrained topic + sentiment heads) over the encoder. A longer `max_length` than
+        the default lets real texts end before it (the bench compares padding to max length with dynamic padding)."""
 
         def build() -> Path:
             import torch
 
             torch.manual_seed(0)  # the heads' initialisation
-            model, tokenizer = make_model(self.backbone(arch), pooling, MAX_LENGTH)
-            folder = self.scratch(f"checkpoint-{arch}-{pooling}")
+            model, tokenizer = make_model(self.backbone(arch), pooling, max_length)
+            folder = self.scratch(f"checkpoint-{arch}-{pooling}-{max_length}")
             model.eval().save_pretrained(folder, tokenizer)
             return folder
 
-        return self._cached(("checkpoint", arch, pooling), build)
+        return self._cached(("checkpoint", arch, pooling, max_length), build)
 
     def export(self, arch: str, precisions: tuple[str, ...] = ALL_PRECISIONS, optimize: bool | None = None,
-               pooling: str = "cls") -> Path:
+               pooling: str = "cls", max_length: int = MAX_LENGTH) -> Path:
         """The checkpoint's export (by default every precision, optimisation as `STANDARD_OPTIMIZE`), validated by
         the exporter."""
         optimize = STANDARD_OPTIMIZE[arch] if optimize is None else optimize
@@ -264,11 +265,11 @@ class TinyModels:
             from mtl.export import ExportOptions, export_checkpoint
 
             output = self.scratch(f"export-{arch}") / "onnx"
-            export_checkpoint(self.checkpoint(arch, pooling), output,
+            export_checkpoint(self.checkpoint(arch, pooling, max_length), output,
                               ExportOptions(precisions=tuple(precisions), optimize=optimize, threads=1))
             return output
 
-        return self._cached(("export", arch, tuple(precisions), optimize, pooling), build)
+        return self._cached(("export", arch, tuple(precisions), optimize, pooling, max_length), build)
 
     def copy_export(self, arch: str = "bert", **kwargs) -> Path:
         """A private copy of `export(arch, **kwargs)`, free to damage."""

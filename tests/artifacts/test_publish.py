@@ -115,7 +115,7 @@ def test_stale_staging_of_a_killed_run_goes_and_nothing_else(tmp_path):
     live = new_staging(target)  # this process: alive
     retired = tmp_path / ".model.abcd1234.retired"
     retired.mkdir()
-    users = [tmp_path / ".model.backup", tmp_path / ".model.abcd1234.staging.keep", tmp_path / ".other.abcd1234.staging"]
+    users = [tmp_path / name for name in (".model.backup", ".model.abcd1234.staging.keep", ".other.abcd1234.staging")]
     for folder in users:
         folder.mkdir()
     remove_stale_staging(target)

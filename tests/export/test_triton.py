@@ -21,7 +21,7 @@ from mtl.artifacts.manifest import MANIFEST_FILE, load_manifest
 from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError, UserError
 from mtl.export.triton import CONFIG_FILE, validate_triton_model, write_triton_repository
 from mtl.runtime import Predictor
-from tests.export_fixtures import TASKS, copy_export, scratch, tiny_export
+from tests.factory import TASKS
 
 TEXTS = ["the movie was great", "stocks rally as the bank cuts rates", "team lost the game"]
 NUMPY_TYPES = {"TYPE_INT64": np.int64, "TYPE_FP32": np.float32}
@@ -32,15 +32,15 @@ def _parse(model_dir: Path):
     return text_format.Parse((model_dir / CONFIG_FILE).read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
 
 
-def _write(arch: str = "bert", **kwargs) -> Path:
-    return write_triton_repository(tiny_export(arch), scratch("triton") / "models", **kwargs)
+def _write(tiny, arch: str = "bert", **kwargs) -> Path:
+    return write_triton_repository(tiny.export(arch), tiny.scratch("triton") / "models", **kwargs)
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta"])  # roberta's graphs take no token_type_ids
-def test_config_matches_manifest_and_onnx_graph(arch):
-    export = tiny_export(arch)
+def test_config_matches_manifest_and_onnx_graph(tiny, arch):
+    export = tiny.export(arch)
     manifest = load_manifest(export)
-    model_dir = _write(arch, model_name="classifier", max_batch_size=16)
+    model_dir = _write(tiny, arch, model_name="classifier", max_batch_size=16)
     config = _parse(model_dir)
     dtype = model_config_pb2.DataType.Name
 
@@ -71,12 +71,12 @@ def test_config_matches_manifest_and_onnx_graph(arch):
     validate_triton_model(model_dir)
 
 
-def test_repository_graph_runs_a_batch_as_triton_feeds_it():
+def test_repository_graph_runs_a_batch_as_triton_feeds_it(tiny):
     """What Triton hands ONNX Runtime: the config's input names and dtypes, (batch, seq) arrays; the outputs it
     reads back by the config's names must be (batch, n_labels) and the runtime's own logits."""
-    model_dir = _write("bert")
+    model_dir = _write(tiny, "bert")
     config = _parse(model_dir)
-    predictor = Predictor.load(tiny_export("bert"), precision="fp32", threads=1)
+    predictor = Predictor.load(tiny.export("bert"), precision="fp32", threads=1)
     encodings = predictor.text_encoder.encode(TEXTS)
     arrays = predictor.text_encoder.arrays(encodings, list(predictor.manifest.input_names))
     dtype = model_config_pb2.DataType.Name
@@ -94,12 +94,12 @@ def test_repository_graph_runs_a_batch_as_triton_feeds_it():
         np.testing.assert_allclose(values, expected[task], atol=1e-5)
 
 
-def test_gpu_config_uses_the_fp16_graph_with_float32_io():
-    model_dir = _write("bert", device="gpu", precision="fp16")
+def test_gpu_config_uses_the_fp16_graph_with_float32_io(tiny):
+    model_dir = _write(tiny, "bert", device="gpu", precision="fp16")
     config = _parse(model_dir)
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_GPU"]
-    manifest = load_manifest(tiny_export("bert"))
-    assert filecmp.cmp(model_dir / "1" / "model.onnx", tiny_export("bert") / manifest.variants["fp16"].files.model,
+    manifest = load_manifest(tiny.export("bert"))
+    assert filecmp.cmp(model_dir / "1" / "model.onnx", tiny.export("bert") / manifest.variants["fp16"].files.model,
                        shallow=False)
     assert {model_config_pb2.DataType.Name(t.data_type) for t in config.output} == {"TYPE_FP32"}
 
@@ -162,24 +162,24 @@ def _drop_label_file(config):
     (_drop_input, "graph input 'token_type_ids' is not in the config"),
     (_drop_label_file, "label file missing.txt is missing"),
 ])
-def test_validator_catches_a_damaged_config(damage, message):
-    model_dir = _write("bert")
+def test_validator_catches_a_damaged_config(tiny, damage, message):
+    model_dir = _write(tiny, "bert")
     _rewrite_config(model_dir, damage)
     with pytest.raises(TritonConfigError) as caught:
         validate_triton_model(model_dir)
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_validator_catches_a_config_that_does_not_parse():
-    model_dir = _write("bert")
+def test_validator_catches_a_config_that_does_not_parse(tiny):
+    model_dir = _write(tiny, "bert")
     path = model_dir / CONFIG_FILE
     path.write_text(path.read_text(encoding="utf-8").replace("TYPE_INT64", "TYPE_LONG", 1), encoding="utf-8")
     with pytest.raises(TritonConfigError, match="not a valid Triton model config"):
         validate_triton_model(model_dir)
 
 
-def test_validator_lists_every_problem_and_checks_labels():
-    model_dir = _write("bert")
+def test_validator_lists_every_problem_and_checks_labels(tiny):
+    model_dir = _write(tiny, "bert")
     _rewrite_config(model_dir, lambda config: (_damage_dtype(config), _damage_output_dims(config)))
     (model_dir / "sentiment_labels.txt").write_text("negative\npositive\n", encoding="utf-8")
     with pytest.raises(TritonConfigError, match="4 problem") as caught:
@@ -190,10 +190,10 @@ def test_validator_lists_every_problem_and_checks_labels():
         assert problem in str(caught.value)
 
 
-def test_validator_catches_a_graph_that_is_not_the_configs():
-    model_dir = _write("bert")
-    roberta = load_manifest(tiny_export("roberta")).variants["fp32"].files.model
-    (model_dir / "1" / "model.onnx").write_bytes((tiny_export("roberta") / roberta).read_bytes())
+def test_validator_catches_a_graph_that_is_not_the_configs(tiny):
+    model_dir = _write(tiny, "bert")
+    roberta = load_manifest(tiny.export("roberta")).variants["fp32"].files.model
+    (model_dir / "1" / "model.onnx").write_bytes((tiny.export("roberta") / roberta).read_bytes())
     with pytest.raises(TritonConfigError, match="input 'token_type_ids' is not in the graph"):
         validate_triton_model(model_dir)
     (model_dir / "1" / "model.onnx").write_bytes(b"not onnx")
@@ -201,15 +201,15 @@ def test_validator_catches_a_graph_that_is_not_the_configs():
         validate_triton_model(model_dir)
 
 
-def test_missing_tritonclient_is_one_line_naming_the_extra(monkeypatch):
+def test_missing_tritonclient_is_one_line_naming_the_extra(tiny, monkeypatch):
     """The config is built as Triton's own protobuf message, so writing (not only checking) needs the extra."""
-    root = scratch("triton-missing")
-    model_dir = write_triton_repository(tiny_export("bert"), root / "models")
+    root = tiny.scratch("triton-missing")
+    model_dir = write_triton_repository(tiny.export("bert"), root / "models")
     before = (model_dir / CONFIG_FILE).read_text(encoding="utf-8")
     monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # import now raises ImportError
     for target, overwrite in ((root / "new", False), (root / "models", True)):
         with pytest.raises(MissingDependencyError) as caught:
-            write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=overwrite)
+            write_triton_repository(tiny.export("bert"), target, max_batch_size=8, overwrite=overwrite)
         message = str(caught.value)
         assert isinstance(caught.value, UserError) and "\n" not in message
         assert 'pip install "mtl-onnx[triton]"' in message
@@ -223,10 +223,10 @@ def test_missing_tritonclient_is_one_line_naming_the_extra(monkeypatch):
     ({"max_batch_size": 0}, "max_batch_size must be at least 1"),
     ({"model_name": "../escape"}, "invalid Triton model name"),
 ])
-def test_bad_options_are_refused_before_writing(kwargs, message):
-    target = scratch("triton-bad") / "models"
+def test_bad_options_are_refused_before_writing(tiny, kwargs, message):
+    target = tiny.scratch("triton-bad") / "models"
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        write_triton_repository(tiny_export("bert"), target, **kwargs)
+        write_triton_repository(tiny.export("bert"), target, **kwargs)
     assert not target.exists()
 
 
@@ -240,69 +240,69 @@ def _failing_check(seen: list[Path], error: BaseException):
 
 
 @pytest.mark.parametrize("error", [TritonConfigError("injected"), KeyboardInterrupt()])
-def test_written_whole_or_not_at_all(monkeypatch, error):
-    root = scratch("triton-atomic")
+def test_written_whole_or_not_at_all(tiny, monkeypatch, error):
+    root = tiny.scratch("triton-atomic")
     target = root / "models"
-    model_dir = write_triton_repository(tiny_export("bert"), target)
+    model_dir = write_triton_repository(tiny.export("bert"), target)
     before = (model_dir / CONFIG_FILE).read_text(encoding="utf-8")
     with pytest.raises(ExportError, match="pass --overwrite"):
-        write_triton_repository(tiny_export("bert"), target, max_batch_size=8)
+        write_triton_repository(tiny.export("bert"), target, max_batch_size=8)
 
     import mtl.export.triton as triton
 
     seen = []
     monkeypatch.setattr(triton, "validate_triton_model", _failing_check(seen, error))
     with pytest.raises(type(error)):
-        write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=True)
+        write_triton_repository(tiny.export("bert"), target, max_batch_size=8, overwrite=True)
     assert (model_dir / CONFIG_FILE).read_text(encoding="utf-8") == before
     # Staged beside the repository, where Triton's polling of the repository cannot see it; and then removed.
     assert seen[0].parent.parent == root and not seen[0].exists()
     assert sorted(p.name for p in root.iterdir()) == ["models"]
     monkeypatch.undo()
 
-    write_triton_repository(tiny_export("bert"), target, max_batch_size=8, overwrite=True)
+    write_triton_repository(tiny.export("bert"), target, max_batch_size=8, overwrite=True)
     assert _parse(model_dir).max_batch_size == 8
     assert sorted(p.name for p in root.iterdir()) == ["models"]  # no staging folder left behind
     assert sorted(p.name for p in target.iterdir()) == ["mtl"]
 
 
-def test_staged_inside_a_repository_whose_parent_cannot_hold_it(monkeypatch):
+def test_staged_inside_a_repository_whose_parent_cannot_hold_it(tiny, monkeypatch):
     """A repository that is a mount point (a container volume) has its parent on another file system, or one the
     user cannot write: the model is then staged inside the repository, and still leaves nothing behind."""
     import mtl.export.triton as triton
 
-    root = scratch("triton-mount")
+    root = tiny.scratch("triton-mount")
     target = root / "models"
-    write_triton_repository(tiny_export("bert"), target)
+    write_triton_repository(tiny.export("bert"), target)
     access = triton.os.access
     monkeypatch.setattr(triton.os, "access", lambda path, mode: Path(path) != root.resolve() and access(path, mode))
     seen = []
     monkeypatch.setattr(triton, "validate_triton_model", _failing_check(seen, TritonConfigError("injected")))
     with pytest.raises(TritonConfigError):
-        write_triton_repository(tiny_export("bert"), target, overwrite=True)
+        write_triton_repository(tiny.export("bert"), target, overwrite=True)
     assert seen[0].parent.parent == target
     assert sorted(p.name for p in target.iterdir()) == ["mtl"]
 
 
-def test_refuses_to_replace_what_is_not_a_triton_model():
-    root = scratch("triton-foreign")
+def test_refuses_to_replace_what_is_not_a_triton_model(tiny):
+    root = tiny.scratch("triton-foreign")
     (root / "models" / "mtl").mkdir(parents=True)
     (root / "models" / "mtl" / "notes.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(ExportError, match="holds no mtl-onnx Triton model"):
-        write_triton_repository(tiny_export("bert"), root / "models", overwrite=True)
+        write_triton_repository(tiny.export("bert"), root / "models", overwrite=True)
     assert [p.name for p in (root / "models" / "mtl").iterdir()] == ["notes.txt"]
     (root / "file").write_text("mine", encoding="utf-8")
     with pytest.raises(UserError, match="not a folder"):
-        write_triton_repository(tiny_export("bert"), root / "file")
+        write_triton_repository(tiny.export("bert"), root / "file")
     assert sorted(p.name for p in root.iterdir()) == ["file", "models"]
 
 
-def test_a_label_with_a_line_break_is_refused_before_writing():
-    export = copy_export("bert")
+def test_a_label_with_a_line_break_is_refused_before_writing(tiny):
+    export = tiny.copy_export("bert")
     manifest = json.loads((export / MANIFEST_FILE).read_text(encoding="utf-8"))
     manifest["tasks"][1]["labels"][1] = "neu\ntral"
     (export / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
-    target = scratch("triton-labels") / "models"
+    target = tiny.scratch("triton-labels") / "models"
     with pytest.raises(TritonConfigError, match="has a label with a line break"):
         write_triton_repository(export, target)
     assert not target.exists()
