@@ -46,7 +46,7 @@ from mtl.bench.workloads import (
     load_validation,
     sweep_shapes,
 )
-from mtl.config import ModelConfig
+from mtl.config import ModelConfig, Range
 from mtl.errors import BenchError, CheckpointError, ConfigError, MissingDependencyError
 
 WORKLOADS = ("synthetic", "text")
@@ -210,8 +210,7 @@ def _check_numbers(options: BenchOptions) -> None:
     for flag, value, least in checks:
         if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
-    if options.max_cell_seconds <= 0:
-        raise ConfigError(f"--max-cell-seconds must be > 0, got {options.max_cell_seconds}")
+    Range(0, 1e6, above=True).check("--max-cell-seconds", options.max_cell_seconds)  # NaN included
     check_batch_size(options.text_batch_size, "text batch size")
 
 

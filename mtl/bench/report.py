@@ -8,10 +8,11 @@ always show the same columns.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Iterator
 
+from mtl.artifacts.jsonfile import write_json as write_json_file
+from mtl.artifacts.publish import write_text_atomic
 from mtl.bench.backends import Backend
 from mtl.bench.records import Report, Row
 from mtl.bench.stats import P99_MIN_RUNS, tail_latency
@@ -212,15 +213,12 @@ def to_markdown(report: Report) -> str:
 
 
 def write_json(report: Report, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """The whole report or nothing (a temporary file renamed over it), never NaN."""
+    write_json_file(path, report.to_dict())
 
 
 def write_markdown(report: Report, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_markdown(report), encoding="utf-8")
+    write_text_atomic(path, to_markdown(report))
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mtl.artifacts.publish import check_writable
 from mtl.cli.options import LabelField, TextField, console, setup_logging, user_errors
 
 if TYPE_CHECKING:
@@ -78,6 +79,9 @@ def bench(
     """Latency, throughput, memory, cold start and accuracy of PyTorch against ONNX Runtime on one model (and
     sentence-transformers' ONNX backend on the same encoder, where the peer extra is installed)."""
     with user_errors():
+        for path in (json_out, markdown, plot):
+            if path is not None:
+                check_writable(path)  # before the bench, not after minutes of it
         from mtl.bench import report as bench_report
         from mtl.bench.harness import run_bench
         from mtl.bench.plan import BenchOptions, assign_model_folder, parse_ints, plan_bench
