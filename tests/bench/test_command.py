@@ -119,6 +119,8 @@ def test_bench_parent_imports_no_torch():
     (["--batch-sizes", "0"], "batch size 0 is outside the bench's limits"),
     (["--batch-sizes", "1,x"], "bad --batch-sizes '1,x'"),
     (["--runs", "0"], "--runs must be at least 1"),
+    (["--max-cell-seconds", "nan"], "--max-cell-seconds must be a number in (0, 1e+06], got nan"),
+    (["--json", "/dev/null/report.json"], "because /dev/null is a file, not a folder"),
 ])
 def test_bad_choices_and_limits_are_one_line(model, corpus, extra, expected):
     checkpoint, onnx = model
