@@ -3,13 +3,15 @@ reads it). No torch here.
 
     manifest.json   format, format_version, tasks and labels in order, max_length, pooling, hidden_size,
                     opset, input_names, pad_token_id, tokenizer file, graphs (inputs/outputs with dynamic axes),
-                    variants (per precision: its files, settings and validation figures), library versions
+                    variants (per precision: its files, settings, validation figures and the ONNX Runtime
+                    session config its graphs run with), library versions
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,6 +40,12 @@ AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
 # user said so, or never checked on labelled data (only for shapes and finite values). "auto" runs only the first
 # two: int8 is lossy, and an unchecked one may be far off on real text.
 CHECKED, FORCED, UNCHECKED = "checked", "forced", "unchecked"
+# The ONNX Runtime session config entries a variant may carry (its graphs were built to run with them) and the form
+# of each value. The runtime applies them to every session of the variant; any other key is refused on load, not
+# ignored, so that a variant never silently runs otherwise than it was built and validated.
+SESSION_CONFIG_VALUES = {
+    "optimization.disable_specified_optimizers": re.compile(r"[A-Za-z0-9_]+(,[A-Za-z0-9_]+)*"),  # optimizer names
+}
 CHECK_INT8_HINT = ("check it on labelled data with `mtl-onnx export CHECKPOINT --output FOLDER --overwrite "
                    "--precision fp32,int8 --validation-data TASK=FILE`, or ask for it with --precision int8")
 
@@ -102,17 +110,34 @@ class Variant:
     device: str  # what it is built for: "any", "cpu" (int8) or "cuda" (fp16)
     settings: dict[str, Any] = field(default_factory=dict)  # optimisation / quantisation choices and timings
     validation: dict[str, Any] = field(default_factory=dict)  # figures against PyTorch, accuracy on real data
+    session_config: dict[str, str] = field(default_factory=dict)  # ORT session config entries (SESSION_CONFIG_VALUES)
 
     def to_dict(self) -> dict[str, Any]:
         return {"files": self.files.to_dict(), "device": self.device, "settings": self.settings,
-                "validation": self.validation}
+                "validation": self.validation, "session_config": dict(self.session_config)}
 
     @classmethod
     def from_dict(cls, precision: str, data: dict[str, Any]) -> Variant:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}")
+        # Absent from manifests written before variants carried one: no entry, ORT's defaults.
+        config = check_session_config(precision, data.get("session_config", {}))
         return cls(precision, VariantFiles.from_dict(data["files"]), str(data["device"]),
-                   dict(data.get("settings", {})), dict(data.get("validation", {})))
+                   dict(data.get("settings", {})), dict(data.get("validation", {})), config)
+
+
+def check_session_config(precision: str, config: Any) -> dict[str, str]:
+    """A variant's session config as the runtime may apply it; anything else is a ValueError naming the entry."""
+    if not isinstance(config, dict):
+        raise ValueError(f"variant {precision}: session_config must be an object, not {type(config).__name__}")
+    for key, value in config.items():
+        if key not in SESSION_CONFIG_VALUES:
+            raise ValueError(f"variant {precision}: unknown session_config key {key!r}; valid: "
+                             f"{', '.join(SESSION_CONFIG_VALUES)}")
+        if not isinstance(value, str) or not SESSION_CONFIG_VALUES[key].fullmatch(value):
+            raise ValueError(f"variant {precision}: session_config {key} is {value!r}, not a comma-separated list "
+                             f"of names")
+    return dict(config)
 
 
 @dataclass(frozen=True)

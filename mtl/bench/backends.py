@@ -9,9 +9,14 @@ optimisations only (the graph as exported: constant folding, no operator fusion)
 `Backend.graph_optimization` to `Predictor.load`. An export made with `--optimize` has those fusions baked into the
 file already; the manifest says so and the report shows it.
 
-PyTorch "int8" is `torch.ao.quantization.quantize_dynamic` of the encoder's Linear layers (CPU only; heads float). "st" is
-the peer (`peers`): sentence-transformers' ONNX backend on the checkpoint's encoder, fp32 and its dynamic int8
-export, with the checkpoint's heads in numpy; it needs the `peer` extra and runs one mode, "fused".
+ONNX Runtime "int8-plain" is the int8 variant as exports built it before attention fusion (`mtl.bench.plain_int8`):
+the export's fp32 graphs quantised as they are, with the export's int8 settings, run without a session config. The
+bench builds it into a temporary folder before its worker starts, so that one run can set it beside the export's own
+int8 (`ort-int8`); it is asked for by name, never a default, and has no cold start.
+
+PyTorch "int8" is `torch.ao.quantization.quantize_dynamic` of the encoder's Linear layers (CPU only; heads float).
+"st" is the peer (`peers`): sentence-transformers' ONNX backend on the checkpoint's encoder, fp32 and its dynamic
+int8 export, with the checkpoint's heads in numpy; it needs the `peer` extra and runs one mode, "fused".
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from mtl.errors import BenchError, ConfigError, MissingDependencyError
 ENGINES = ("torch", "ort", "st")
 DEVICES = ("cpu", "cuda")
 MODES = ("seed", "fused", "split")
-ALL_PRECISIONS = ("fp32", "fp32-opt", "int8", "fp16", "bf16")
-PRECISIONS = {"torch": ("fp32", "int8", "fp16", "bf16"), "ort": ("fp32", "fp32-opt", "int8", "fp16"),
+PLAIN_INT8 = "int8-plain"
+ALL_PRECISIONS = ("fp32", "fp32-opt", "int8", PLAIN_INT8, "fp16", "bf16")
+PRECISIONS = {"torch": ("fp32", "int8", "fp16", "bf16"), "ort": ("fp32", "fp32-opt", "int8", PLAIN_INT8, "fp16"),
               "st": ("fp32", "int8")}
 # Eager PyTorch has no separate "split": its all-heads forward already runs the encoder once, then each head. The
 # peer encodes once and applies every head: "fused" is all it has.
@@ -34,7 +40,7 @@ ENGINE_MODES = {"torch": ("seed", "fused"), "ort": MODES, "st": ("fused",)}
 RUNS_ON = {
     ("torch", "fp32"): DEVICES, ("torch", "int8"): ("cpu",), ("torch", "fp16"): ("cuda",),
     ("torch", "bf16"): ("cuda",), ("ort", "fp32"): DEVICES, ("ort", "fp32-opt"): DEVICES, ("ort", "int8"): ("cpu",),
-    ("ort", "fp16"): ("cuda",), ("st", "fp32"): ("cpu",), ("st", "int8"): ("cpu",),
+    ("ort", PLAIN_INT8): ("cpu",), ("ort", "fp16"): ("cuda",), ("st", "fp32"): ("cpu",), ("st", "int8"): ("cpu",),
 }
 DEFAULT_PRECISIONS = {
     ("torch", "cpu"): ("fp32", "int8"), ("torch", "cuda"): ("fp32", "fp16"),
@@ -51,7 +57,7 @@ TEXT_PADDINGS = {("torch", "seed"): ("max_length",), ("torch", "fused"): ("max_l
 COLD_START_ENGINES = ("torch", "ort")
 INSTALL = {"torch": "pip install 'mtl-onnx[train]'", "ort": "pip install onnxruntime",
            "ort-cuda": "pip install 'mtl-onnx[gpu]'", "plot": "pip install 'mtl-onnx[bench]'",
-           "st": "pip install 'mtl-onnx[peer]'"}
+           "st": "pip install 'mtl-onnx[peer]'", "onnx": "pip install onnx"}
 # What the peer imports: its ONNX backend is Optimum's ORTModel over onnxruntime, under torch.
 PEER_MODULES = ("torch", "transformers", "sentence_transformers", "optimum.onnxruntime", "onnxruntime")
 
@@ -72,10 +78,17 @@ class Backend:
 
     @property
     def variant(self) -> str | None:
-        """The export's precision variant an ORT backend reads."""
+        """The export's precision variant an ORT backend reads ("int8-plain": the int8 variant of the folder the
+        bench builds from the export, whose int8 settings it takes)."""
         if self.engine != "ort":
             return None
-        return "fp32" if self.precision == "fp32-opt" else self.precision
+        return {"fp32-opt": "fp32", PLAIN_INT8: "int8"}.get(self.precision, self.precision)
+
+    @property
+    def cold_start(self) -> bool:
+        """Whether a cold start times it: not the peer (its load exports its model) nor int8-plain (not a variant
+        any export holds: what a user starts is the export's own int8)."""
+        return self.engine in COLD_START_ENGINES and self.precision != PLAIN_INT8
 
     @property
     def graph_optimization(self) -> str | None:
@@ -220,6 +233,9 @@ def check_dependencies(backends: list[Backend], providers: list[str]) -> None:
                                          f"installed: {INSTALL['torch']}")
         if backend.engine == "ort" and not module_available("onnxruntime"):
             raise MissingDependencyError(f"backend {backend.name} needs onnxruntime: {INSTALL['ort']}")
+        if backend.precision == PLAIN_INT8 and not module_available("onnx"):
+            raise MissingDependencyError(f"backend {backend.name} quantises the export's fp32 graphs, which needs "
+                                         f"onnx: {INSTALL['onnx']}")
         if backend.engine == "ort" and backend.device == "cuda" and "CUDAExecutionProvider" not in providers:
             raise MissingDependencyError(
                 f"backend {backend.name} on cuda needs ONNX Runtime's CUDA execution provider (available: "

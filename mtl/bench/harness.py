@@ -7,6 +7,7 @@ renders it. No torch in this process: PyTorch runs only inside its own worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,12 +19,12 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 import mtl
-from mtl.bench.backends import Backend
+from mtl.bench.backends import PLAIN_INT8, Backend
 from mtl.bench.environment import busy_note, collect_environment
 from mtl.bench.plan import COLD_START_TEXT, BenchOptions, BenchPlan, plan_bench
 from mtl.bench.records import (
@@ -133,12 +134,12 @@ def _text_settings(text: dict[str, Any] | None) -> TextSettings | None:
                         runs=text["runs"], warmup_batches=text["warmup"] * batches, warmup_passes=text["warmup"])
 
 
-def _bench_job(plan: BenchPlan, backend: Backend) -> dict[str, Any]:
+def _bench_job(plan: BenchPlan, backend: Backend, onnx: Path | None) -> dict[str, Any]:
     options = plan.options
     return {
         "kind": "bench", "backend": backend.to_dict(), "threads": plan.threads,
         "checkpoint": str(options.checkpoint) if options.checkpoint else None,
-        "onnx": str(options.onnx) if options.onnx else None,
+        "onnx": str(onnx) if onnx else None,
         "modes": list(plan.modes[backend.name]), "shapes": [[s.batch, s.sequence] for s in plan.shapes],
         "vocab_size": plan.dims.vocab_size, "warmup": options.warmup, "runs": options.runs,
         "max_cell_seconds": options.max_cell_seconds,
@@ -173,13 +174,28 @@ def _run_backend(plan: BenchPlan, backend: Backend, report: Report, predictions:
         elif kind == "error":
             raise BenchError(f"{backend.name}: {event['message']}")
 
-    progress.label(f"{backend.name}: loading")
-    if plan.options.isolate:
-        _run_process(_bench_job(plan, backend), handle, plan.threads, backend.name)
-    else:
-        from mtl.bench import worker
+    with _export_folder(plan, backend, progress) as onnx:
+        progress.label(f"{backend.name}: loading")
+        if plan.options.isolate:
+            _run_process(_bench_job(plan, backend, onnx), handle, plan.threads, backend.name)
+        else:
+            from mtl.bench import worker
 
-        worker.execute(_bench_job(plan, backend), handle)
+            worker.execute(_bench_job(plan, backend, onnx), handle)
+
+
+@contextlib.contextmanager
+def _export_folder(plan: BenchPlan, backend: Backend, progress: _Progress) -> Iterator[Path | None]:
+    """The export folder the backend's worker reads: the bench's own, or for int8-plain the one built from it here
+    (`plain_int8`), removed once the worker is done."""
+    if backend.precision != PLAIN_INT8:
+        yield plan.options.onnx
+        return
+    from mtl.bench.plain_int8 import plain_int8_export
+
+    progress.label(f"{backend.name}: quantising the export's fp32 graphs without attention fusion")
+    with tempfile.TemporaryDirectory(prefix="mtl-bench-int8-plain-") as scratch:
+        yield plain_int8_export(Path(plan.options.onnx), Path(scratch) / "onnx")
 
 
 def finish_row(measured: Measurement, backend: Backend, info: EngineInfo, plan: BenchPlan) -> Row:

@@ -18,8 +18,8 @@ from mtl.artifacts.checkpoint import (
 from mtl.artifacts.environment import usable_cores
 from mtl.artifacts.jsonfile import read_json
 from mtl.bench.backends import (
-    COLD_START_ENGINES,
     INSTALL,
+    PLAIN_INT8,
     Backend,
     check_dependencies,
     check_device,
@@ -60,7 +60,7 @@ class BenchOptions:
     checkpoint: Path | None = None
     onnx: Path | None = None
     backends: str | None = None  # "torch", "ort", or exact names like "ort-int8"; None: all that can run
-    precisions: str | None = None  # fp32, fp32-opt, int8, fp16, bf16; None: the device's defaults
+    precisions: str | None = None  # fp32, fp32-opt, int8, int8-plain, fp16, bf16; None: the device's defaults
     modes: str = "seed,fused,split"
     device: str = "cpu"
     threads: int | None = None  # None: every core this process may use
@@ -111,7 +111,7 @@ class BenchPlan:
     def cold_start_backends(self) -> list[Backend]:
         if not (self.options.cold_start and self.options.isolate):
             return []
-        return [b for b in self.backends if b.engine in COLD_START_ENGINES]
+        return [b for b in self.backends if b.cold_start]
 
 
 def classify_model_folder(path: Path) -> str:
@@ -168,6 +168,10 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     if any(b.engine == "st" for b in backends):
         notes.append("the peer (st-*) exports, and for int8 quantises, the encoder when its worker loads: its peak "
                      "RSS includes that, and it has no cold start")
+    if any(b.precision == PLAIN_INT8 for b in backends):
+        notes.append(f"ort-{PLAIN_INT8} is the int8 variant as exports built it before attention fusion: the export's "
+                     f"fp32 graphs quantised with its int8 settings, run without its session config; the bench builds "
+                     f"it before its worker starts (no cold start row)")
     check_dependencies(backends, ort_providers() if any(b.engine == "ort" for b in backends) else [])
     named_engines = {i.partition("-")[0] for i in items or ()}
     backend_modes = {b.name: modes_for(b, modes, b.engine in named_engines) for b in backends}

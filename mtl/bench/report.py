@@ -13,7 +13,7 @@ from typing import Iterator
 
 from mtl.artifacts.jsonfile import write_json as write_json_file
 from mtl.artifacts.publish import write_text_atomic
-from mtl.bench.backends import Backend
+from mtl.bench.backends import PLAIN_INT8, Backend
 from mtl.bench.records import Report, Row
 from mtl.bench.stats import P99_MIN_RUNS, tail_latency
 
@@ -147,7 +147,22 @@ def legend_lines(report: Report) -> list[str]:
         best = min(text, key=lambda r: r.summary.p50_s)
         lines.append(f"fastest on real text: {best.label}, {ratio(best.speedup)} over the seed's routing, "
                      f"{ratio(best.engine_speedup)} over PyTorch doing the same work ({best.engine_baseline})")
+    recipes = int8_recipe_ratios(report)
+    if recipes:
+        lines.append(f"ort-int8 over ort-{PLAIN_INT8} (the previous int8 recipe), p50 over p50 in this run: "
+                     + ", ".join(f"{cell} {ratio(value)}" for cell, value in recipes.items()))
     return lines
+
+
+def int8_recipe_ratios(report: Report) -> dict[str, float]:
+    """Per synthetic cell both ran ("fused 1x32"): ort-int8-plain's p50 over ort-int8's, the speed-up of the
+    export's int8 over the previous recipe, measured in the same run."""
+    p50 = {}
+    for row in _rows(report, "synthetic"):
+        if row.backend.engine == "ort" and row.backend.precision in ("int8", PLAIN_INT8):
+            cell = f"{row.measured.mode} {row.measured.batch_size}x{row.measured.sequence_length}"
+            p50.setdefault(cell, {})[row.backend.precision] = row.summary.p50_s
+    return {cell: both[PLAIN_INT8] / both["int8"] for cell, both in p50.items() if len(both) == 2 and both["int8"] > 0}
 
 
 def sections(report: Report) -> list[Section]:

@@ -38,8 +38,9 @@ def bench(
         help="torch, ort, st (the peer: sentence-transformers' ONNX backend, needs the peer extra), or exact "
              "backends (ort-int8, torch-int8, st-fp32, ...), comma-separated (default: all that can run).")] = None,
     precision: Annotated[Optional[str], typer.Option(
-        help="fp32, fp32-opt, int8, fp16, bf16, comma-separated (default on cpu: torch fp32,int8; ort "
-             "fp32,fp32-opt,int8; st fp32,int8; on cuda: fp32,fp32-opt,fp16).")] = None,
+        help="fp32, fp32-opt, int8, int8-plain (ort: int8 without attention fusion, built by the bench), fp16, "
+             "bf16, comma-separated (default on cpu: torch fp32,int8; ort fp32,fp32-opt,int8; st fp32,int8; on "
+             "cuda: fp32,fp32-opt,fp16).")] = None,
     mode: Annotated[str, typer.Option(
         help="seed (an encoder pass per task; PyTorch pads real text to max length), fused (one pass for every "
              "task; PyTorch's real text is measured padded to max length and dynamically), split; "

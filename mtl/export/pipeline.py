@@ -40,7 +40,7 @@ from mtl.export.validate import (
     torch_references,
     validation_cases,
 )
-from mtl.export.variants import Int8Settings, convert_fp16, int8_settings, optimize_if_faster, quantize_int8
+from mtl.export.variants import Int8Settings, build_int8, convert_fp16, int8_settings, optimize_if_faster
 from mtl.runtime.session import CUDA_PROVIDER
 
 log = logging.getLogger(__name__)
@@ -162,18 +162,19 @@ def _build(model, tokenizer, config: ModelConfig, staging: Path, options: Export
             timing = next(c for c in cases if c["input_ids"].shape == (8, lengths[len(lengths) // 2]))
             settings["fp32"]["optimization"] = _optimize(model, specs, staging, fp32, timing, threads)
     files = {"fp32": fp32}
+    session_configs: dict[str, dict[str, str]] = {}
     if int8 is not None:
         with steps(f"quantized to int8 ({int8.target}, per-channel {int8.per_channel})"):
-            files["int8"] = _make_int8(staging, fp32, int8)
-        settings["int8"] = {"quantization": int8.to_dict()}
+            files["int8"], recipes, session_configs["int8"] = _make_int8(model, staging, fp32, int8)
+        settings["int8"] = {"quantization": int8.to_dict(), "recipe": recipes}
     if "fp16" in options.precisions:
         with steps("converted to fp16 (float32 inputs and outputs)"):
             files["fp16"] = _make_fp16(staging, fp32)
-    validation = _validate(model, specs, staging, files, cases, threads, steps)
+    validation = _validate(model, specs, staging, files, session_configs, cases, threads, steps)
     with steps("wrote tokenizer.json and config.json"):
         pad_id = write_tokenizer(tokenizer, staging, config.max_length)
         backbone.save_pretrained(str(staging))  # config.json: the encoder's, as Hugging Face tools expect
-    manifest = _manifest(model, config, specs, files, settings, validation, options.opset, pad_id)
+    manifest = _manifest(model, config, specs, files, settings, session_configs, validation, options.opset, pad_id)
     manifest.write(staging)
     notes = []
     examples, data_files = data
@@ -186,21 +187,36 @@ def _build(model, tokenizer, config: ModelConfig, staging: Path, options: Export
     return manifest, notes
 
 
-def _optimize(model, specs, staging: Path, fp32: VariantFiles, feeds, threads: int) -> dict:
+def _attention_dims(model) -> tuple[int, int]:
+    """(heads, hidden size) of the encoder's attention, as ORT's transformer fusions need them."""
     backbone = model.encoder.backbone.config
     heads = getattr(backbone, "num_attention_heads", None) or getattr(backbone, "n_heads", 0)
+    return heads, model.encoder.hidden_size
+
+
+def _optimize(model, specs, staging: Path, fp32: VariantFiles, feeds, threads: int) -> dict:
+    heads, hidden = _attention_dims(model)
     return {
-        graph: optimize_if_faster(staging / file, specs[graph], feeds, heads, model.encoder.hidden_size, threads)
+        graph: optimize_if_faster(staging / file, specs[graph], feeds, heads, hidden, threads)
         for graph, file in ((ENCODER_GRAPH, fp32.encoder), (FUSED_GRAPH, fp32.model))
     }
 
 
-def _make_int8(staging: Path, fp32: VariantFiles, settings: Int8Settings) -> VariantFiles:
-    """Encoder and fused graph quantised, heads kept in float (see `quantize_int8`): the int8 variant shares
-    the fp32 head files, and split execution computes exactly what the fused graph does."""
-    for file in (fp32.encoder, fp32.model):
-        quantize_int8(staging / file, staging / variant_file(file, "int8"), settings)
-    return VariantFiles(variant_file(fp32.encoder, "int8"), variant_file(fp32.model, "int8"), dict(fp32.heads))
+def _make_int8(model, staging: Path, fp32: VariantFiles,
+               settings: Int8Settings) -> tuple[VariantFiles, dict[str, str], dict[str, str]]:
+    """Encoder and fused graph quantised (attention fused first where it can be, see `build_int8`), heads kept in
+    float (see `quantize_int8`): the int8 variant shares the fp32 head files, and split execution computes exactly
+    what the fused graph does. Returns the files, each graph's recipe, and the variant's session config."""
+    heads, hidden = _attention_dims(model)
+    recipes, session_config = {}, {}
+    for graph, file in ((ENCODER_GRAPH, fp32.encoder), (FUSED_GRAPH, fp32.model)):
+        built = build_int8(staging / file, staging / variant_file(file, "int8"), settings, heads, hidden)
+        recipes[graph] = built.recipe
+        # One config for the variant's sessions. The two graphs share their encoder, so they get one recipe; were
+        # they to differ, the setting is still right for a plain graph (it only keeps a fusion out).
+        session_config.update(built.session_config)
+    files = VariantFiles(variant_file(fp32.encoder, "int8"), variant_file(fp32.model, "int8"), dict(fp32.heads))
+    return files, recipes, session_config
 
 
 def _make_fp16(staging: Path, fp32: VariantFiles) -> VariantFiles:
@@ -214,19 +230,19 @@ def _derive(staging: Path, fp32: VariantFiles, precision: str, convert) -> Varia
                         {t: variant_file(f, precision) for t, f in fp32.heads.items()})
 
 
-def _validate(model, specs, staging: Path, files: dict[str, VariantFiles], cases, threads: int,
-              steps: _Steps) -> dict[str, dict]:
+def _validate(model, specs, staging: Path, files: dict[str, VariantFiles], session_configs: dict[str, dict],
+              cases, threads: int, steps: _Steps) -> dict[str, dict]:
     references = torch_references(model, cases, specs[ENCODER_GRAPH].input_names)
     validation, mismatches = {}, []
     for precision, variant in files.items():
-        device = _validation_device(precision)
+        device, session_config = _validation_device(precision), session_configs.get(precision)
         with steps(f"validated {precision} against PyTorch on {len(cases)} shapes ({device})"):
             try:
                 figures, problems = check_variant(staging, variant, specs, cases, references,
-                                                  TOLERANCES[precision], threads, device)
+                                                  TOLERANCES[precision], threads, device, session_config)
             except DeviceUnavailableError:
                 figures, problems = check_variant(staging, variant, specs, cases, references,
-                                                  TOLERANCES[precision], threads, "cpu")
+                                                  TOLERANCES[precision], threads, "cpu", session_config)
         validation[precision] = figures
         mismatches += problems
     if mismatches:
@@ -248,12 +264,14 @@ def _validation_device(precision: str) -> str:
     return "cuda" if CUDA_PROVIDER in onnxruntime.get_available_providers() else "cpu"
 
 
-def _manifest(model, config: ModelConfig, specs, files, settings, validation, opset: int, pad_id: int) -> Manifest:
+def _manifest(model, config: ModelConfig, specs, files, settings, session_configs, validation, opset: int,
+              pad_id: int) -> Manifest:
     return Manifest(
         tasks=config.tasks, max_length=config.max_length, pooling=config.pooling,
         hidden_size=model.encoder.hidden_size, opset=opset, input_names=tuple(specs[ENCODER_GRAPH].input_names),
         pad_token_id=pad_id, encoder=specs[ENCODER_GRAPH], fused=specs[FUSED_GRAPH], heads=specs[HEAD_GRAPH],
-        variants={p: Variant(p, f, VARIANT_DEVICE[p], settings.get(p, {}), validation[p]) for p, f in files.items()},
+        variants={p: Variant(p, f, VARIANT_DEVICE[p], settings.get(p, {}), validation[p], session_configs.get(p, {}))
+                  for p, f in files.items()},
         backbone=config.backbone, model_type=model.encoder.backbone.config.model_type, versions=library_versions(),
     )
 

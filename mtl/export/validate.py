@@ -126,12 +126,14 @@ class Comparison:
 
 def check_variant(folder: Path, files: VariantFiles, specs: dict, cases: list[dict[str, np.ndarray]],
                   references: list[Reference], tolerance: Tolerance | None, threads: int,
-                  device: str = "cpu") -> tuple[dict, list[str]]:
-    """Run every graph of one variant on every case; return (figures for the manifest, mismatches)."""
+                  device: str = "cpu", session_config: dict[str, str] | None = None) -> tuple[dict, list[str]]:
+    """Run every graph of one variant on every case, with the session config it will run with; return (figures
+    for the manifest, mismatches)."""
     result = Comparison(tolerance)
-    encoder = GraphSession(folder / files.encoder, specs["encoder"], device, threads)
-    fused = GraphSession(folder / files.model, specs["model"], device, threads)
-    heads = {t: GraphSession(folder / f, specs["heads"][t], device, threads) for t, f in files.heads.items()}
+    encoder = GraphSession(folder / files.encoder, specs["encoder"], device, threads, session_config=session_config)
+    fused = GraphSession(folder / files.model, specs["model"], device, threads, session_config=session_config)
+    heads = {t: GraphSession(folder / f, specs["heads"][t], device, threads, session_config=session_config)
+             for t, f in files.heads.items()}
     tasks = list(files.heads)
     for feeds, ref in zip(cases, references):
         case = "batch={} seq={}".format(*feeds["input_ids"].shape)

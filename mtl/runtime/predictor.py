@@ -29,8 +29,9 @@ class Predictor:
 
     `execution="fused"` runs model.onnx (every head on one encoder pass); `"split"` runs encoder.onnx once and
     then only the requested heads. `graph_optimization` ("basic", "extended" or "all") is ONNX Runtime's graph
-    optimisation level for every session. Safe to share between threads: sessions are opened once (under a lock)
-    and `run` is concurrent; nothing mutable is touched per call.
+    optimisation level for every session; each session also gets the ORT session config entries the manifest
+    records for the variant (the int8 graph's disabled fusion, say). Safe to share between threads: sessions are
+    opened once (under a lock) and `run` is concurrent; nothing mutable is touched per call.
     """
 
     def __init__(self, folder: Path, manifest: Manifest, precision: str, device: str, threads: int,
@@ -44,6 +45,7 @@ class Predictor:
         self.batch_size = batch_size
         self.graph_optimization = graph_optimization
         self.files = manifest.variants[precision].files
+        self.session_config = manifest.variants[precision].session_config
         self.text_encoder = TextEncoder.load(self.folder / manifest.tokenizer, manifest.max_length,
                                              manifest.pad_token_id)
         self._sessions: dict[str, GraphSession] = {}
@@ -129,7 +131,7 @@ class Predictor:
             if key not in self._sessions:
                 path, spec = self._graph(key)
                 self._sessions[key] = GraphSession(self.folder / path, spec, self.device, self.threads,
-                                                   self.graph_optimization)
+                                                   self.graph_optimization, self.session_config)
             return self._sessions[key]
 
 

@@ -49,7 +49,9 @@ def graph_optimization_level(name: str) -> ort.GraphOptimizationLevel:
     return GRAPH_OPTIMIZATIONS[name]
 
 
-def session_options(threads: int, graph_optimization: str = "all") -> ort.SessionOptions:
+def session_options(threads: int, graph_optimization: str = "all",
+                    config: dict[str, str] | None = None) -> ort.SessionOptions:
+    """`config`: the session config entries the graph was built to run with (the manifest's, per variant)."""
     if threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
     options = ort.SessionOptions()
@@ -60,22 +62,25 @@ def session_options(threads: int, graph_optimization: str = "all") -> ort.Sessio
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = graph_optimization_level(graph_optimization)
     options.log_severity_level = 3  # errors only; ORT's warnings would interleave with JSONL on the terminal
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return options
 
 
 class GraphSession:
     """One ONNX graph in one ORT session. `run` is safe to call from several threads at once: ORT sessions are,
-    and each call builds its own feeds (and IO binding on CUDA)."""
+    and each call builds its own feeds (and IO binding on CUDA). `session_config` holds the ORT session config
+    entries the graph was built to run with (a manifest variant's `session_config`)."""
 
     def __init__(self, path: Path, spec: GraphSpec, device: str = "cpu", threads: int | None = None,
-                 graph_optimization: str = "all"):
+                 graph_optimization: str = "all", session_config: dict[str, str] | None = None):
         self.path = Path(path)
         self.device = device
         providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
         # A head is two small matmuls: one thread. A multi-thread pool per head would spin against the encoder's
         # pool between runs, which measured 3x slower split execution on 2 cores (docs/bench.md).
         threads = 1 if spec.input_names == [EMBEDDING] else threads or usable_cores()
-        options = session_options(threads, graph_optimization)
+        options = session_options(threads, graph_optimization, session_config)
         if not self.path.is_file():
             raise RuntimeLoadError(f"{self.path}: graph file is missing")
         try:

@@ -107,7 +107,7 @@ def test_bench_parent_imports_no_torch():
 
 @pytest.mark.parametrize("extra, expected", [
     (["--backend", "tensorrt"], "unknown backend 'tensorrt'; valid: torch, ort"),
-    (["--precision", "int4"], "unknown precision 'int4'; valid: fp32, fp32-opt, int8, fp16, bf16"),
+    (["--precision", "int4"], "unknown precision 'int4'; valid: fp32, fp32-opt, int8, int8-plain, fp16, bf16"),
     (["--backend", "torch", "--precision", "fp32-opt"], "precision 'fp32-opt' is not available for torch"),
     (["--backend", "st", "--precision", "fp16"], "precision 'fp16' is not available for st"),
     (["--backend", "torch-fp16"], "runs on cuda only"),
