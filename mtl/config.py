@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mtl.errors import ConfigError
@@ -13,6 +14,7 @@ from mtl.errors import ConfigError
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 POOLING_MODES = ("cls", "mean")
 SAMPLING_MODES = ("uniform", "proportional", "temperature")
+CLASS_WEIGHTINGS = ("none", "balanced")
 CONFIG_FORMAT = "mtl-onnx/model"
 
 
@@ -67,8 +69,10 @@ TRAIN_RANGES = {
     "logging_steps": Range(1, 1e9, whole=True),
     "dataloader_workers": Range(0, 256, whole=True),
     "save_total_limit": Range(1, 1e6, whole=True),
+    "length_window": Range(1, 1e6, whole=True),
 }
 MODEL_RANGES = {"dropout": Range(0, 1), "max_length": Range(2, 1e6, whole=True)}
+TASK_WEIGHT = Range(0, 1e6)  # each value of TrainConfig.task_weights
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,16 @@ class TrainConfig:
     sampling: str = "proportional"
     temperature: float = 2.0
     mixed_batches: bool = True
+    # The loss (`mtl.train.losses.MultitaskLoss`): a weight per task (tasks not named weigh 1), or weights learned
+    # from each task's uncertainty (not both); and class weights inside each task's cross-entropy.
+    task_weights: dict[str, float] = field(default_factory=dict)
+    uncertainty_weighting: bool = False
+    class_weights: str = "none"
+    # Length-grouped batches: each window of this many batches is drawn as above, then sorted by length and cut
+    # again, so a batch pads to about its own rows' length (the task mix is unchanged).
+    group_by_length: bool = True
+    length_window: int = 50
+    bf16: bool = False  # bfloat16 autocast of the forward pass (CPU or CUDA); weights and optimizer stay float32
     seed: int = 42
     logging_steps: int = 50
     dataloader_workers: int = 0
@@ -182,6 +196,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.freeze_heads = tuple(self.freeze_heads)
+        self._check_loss_options()
         if self.sampling not in SAMPLING_MODES:
             raise ConfigError(f"unknown sampling {self.sampling!r}; valid: {', '.join(SAMPLING_MODES)}")
         if self.unfreeze_top_layers is not None and self.unfreeze_from_layer is not None:
@@ -191,6 +206,28 @@ class TrainConfig:
             raise ConfigError("max_steps must be -1 (train by epochs) or at least 1, got 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("give epochs > 0 or max_steps > 0")
+
+    def _check_loss_options(self) -> None:
+        if not isinstance(self.task_weights, dict):
+            raise ConfigError(f"task_weights must map task names to numbers, got {self.task_weights!r}")
+        for task, weight in self.task_weights.items():
+            TASK_WEIGHT.check(f"task_weights[{task!r}]", weight)
+        if self.class_weights not in CLASS_WEIGHTINGS:
+            raise ConfigError(f"unknown class_weights {self.class_weights!r}; valid: {', '.join(CLASS_WEIGHTINGS)}")
+        if self.uncertainty_weighting and self.task_weights:
+            # Learned weights settle where they absorb any fixed factor: a fixed weight would have no lasting effect.
+            raise ConfigError("give task weights or uncertainty weighting, not both: the learned weights would "
+                              "cancel the fixed ones")
+
+    def task_weight_list(self, names: Sequence[str]) -> tuple[float, ...]:
+        """Each task's loss weight in `names` order, 1 where none was given."""
+        unknown = [task for task in self.task_weights if task not in names]
+        if unknown:
+            raise ConfigError(f"task weight for unknown task {unknown[0]!r}; valid: {', '.join(names)}")
+        weights = tuple(float(self.task_weights.get(task, 1.0)) for task in names)
+        if not any(weights):
+            raise ConfigError("every task's weight is 0, so the loss would be 0 and nothing would train")
+        return weights
 
     @property
     def head_lr(self) -> float:

@@ -30,6 +30,7 @@ from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.data.batching import length_sorted_batches
 from mtl.data.files import check_texts
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
+from mtl.train.losses import MultitaskLoss
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ class MultitaskModel(nn.Module):
 
     `forward(..., task="x")` routes to one task (the seed's per-task call); without `task` every head
     runs on one encoder pass. With `labels` and `task_ids` (one per example) it also returns the loss
-    of a mixed batch: each example scored by its own task's head only, averaged over the batch.
+    of a mixed batch: each example scored by its own task's head only, as `loss` defines (by default each
+    task's cross-entropy summed over its own examples, divided by the batch size).
     """
 
     def __init__(self, config: ModelConfig, backbone: nn.Module):
@@ -156,6 +158,8 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict(
             {t.name: TaskHead(hidden, len(t.labels), config.dropout) for t in config.tasks}
         )
+        # Training replaces it with the run's weighted loss (`mtl.train.losses.training_loss`).
+        self.loss = MultitaskLoss([1.0] * len(config.tasks))
 
     @classmethod
     def from_backbone(cls, config: ModelConfig, attn_implementation: str | None = None) -> MultitaskModel:
@@ -174,15 +178,16 @@ class MultitaskModel(nn.Module):
         return output
 
     def mixed_loss(self, pooled, task_ids, labels, task=None) -> torch.Tensor:
-        """Sum of each task's cross-entropy over its own examples, divided by the batch size."""
+        """`self.loss` over each task's head applied to its own examples. A call routed to one `task` keeps the
+        plain mean cross-entropy: training always sends mixed batches with task ids."""
         if task is not None:
             return nn.functional.cross_entropy(self.heads[task](pooled), labels)
-        total = pooled.new_zeros(())
+        scored = []
         for index, head in enumerate(self.heads.values()):
             mine = task_ids == index
             if mine.any():
-                total = total + nn.functional.cross_entropy(head(pooled[mine]), labels[mine], reduction="sum")
-        return total / labels.numel()
+                scored.append((index, head(pooled[mine]), labels[mine]))
+        return self.loss(scored, labels.numel())
 
     def logits_by_task(self, **inputs) -> dict[str, torch.Tensor]:
         return dict(zip(self.heads, self(**inputs)["logits"]))
@@ -205,7 +210,9 @@ class MultitaskModel(nn.Module):
         folder = Path(folder)
         (folder / ENCODER_CONFIG_DIR).mkdir(parents=True, exist_ok=True)
         self.encoder.backbone.config.save_pretrained(folder / ENCODER_CONFIG_DIR)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        # Encoder and heads only: the loss's learned task weights are training state, which the Trainer's own
+        # checkpoints keep for --resume; the model (and so its export) is the same with or without them.
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("loss.")}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)

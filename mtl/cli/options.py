@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from mtl.artifacts.manifest import DEVICES, EXECUTIONS, PRECISION_CHOICES
-from mtl.config import POOLING_MODES, SAMPLING_MODES
+from mtl.config import CLASS_WEIGHTINGS, POOLING_MODES, SAMPLING_MODES
 from mtl.errors import UserError
 from mtl.export.options import INT8_TARGETS, TRITON_DEVICES
 
@@ -29,6 +29,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
 
 Pooling = _choices("Pooling", POOLING_MODES)
 Sampling = _choices("Sampling", SAMPLING_MODES)
+ClassWeighting = _choices("ClassWeighting", CLASS_WEIGHTINGS)
 Precision = _choices("Precision", PRECISION_CHOICES)
 Device = _choices("Device", DEVICES)
 Execution = _choices("Execution", EXECUTIONS)

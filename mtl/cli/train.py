@@ -8,9 +8,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from mtl.cli.options import LabelField, Pooling, Sampling, TextField, console, setup_logging, user_errors
+from mtl.cli.options import (
+    ClassWeighting,
+    LabelField,
+    Pooling,
+    Sampling,
+    TextField,
+    console,
+    setup_logging,
+    user_errors,
+)
 from mtl.config import DEFAULT_BACKBONE, TrainConfig
 from mtl.data.files import TaskFiles
+from mtl.errors import ConfigError
 
 TaskOption = Annotated[
     list[str], typer.Option("--task", "-t", help="NAME=TRAIN_FILE[,VALIDATION_FILE]; repeat for each task.")
@@ -44,6 +54,15 @@ def train(
     sampling: Annotated[Sampling, typer.Option(help="How often each task is drawn.")] = Sampling("proportional"),
     temperature: Annotated[float, typer.Option(help="T for temperature sampling: p ∝ n^(1/T).")] = 2.0,
     mixed_batches: Annotated[bool, typer.Option("--mixed-batches/--single-task-batches")] = True,
+    task_weight: Annotated[Optional[list[str]], typer.Option(
+        metavar="NAME=W", help="Scale this task's loss by W >= 0 (others: 1); repeatable.")] = None,
+    uncertainty_weighting: Annotated[bool, typer.Option(
+        help="Learn each task's loss weight (Kendall et al. 2018); not with --task-weight.")] = False,
+    class_weights: Annotated[ClassWeighting, typer.Option(
+        help="balanced: weight each class n/(k*count) in its task's loss.")] = ClassWeighting("none"),
+    group_by_length: Annotated[bool, typer.Option(help="Sort windows of drawn batches by length.")] = True,
+    length_window: Annotated[int, typer.Option(help="Batches per length-grouping window.")] = 50,
+    bf16: Annotated[bool, typer.Option(help="bfloat16 autocast of the forward pass (weights stay float32).")] = False,
     seed: int = 42,
     text_field: TextField = "text",
     label_field: LabelField = "label",
@@ -60,11 +79,32 @@ def train(
             warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, freeze_backbone=freeze_backbone,
             freeze_heads=tuple(freeze_head or ()), progressive_unfreezing=progressive_unfreezing,
             unfreeze_top_layers=unfreeze_top_layers, unfreeze_from_layer=unfreeze_from_layer,
-            sampling=sampling.value, temperature=temperature, mixed_batches=mixed_batches, seed=seed,
+            sampling=sampling.value, temperature=temperature, mixed_batches=mixed_batches,
+            task_weights=parse_task_weights(task_weight or ()), uncertainty_weighting=uncertainty_weighting,
+            class_weights=class_weights.value,
+            group_by_length=group_by_length, length_window=length_window, bf16=bf16, seed=seed,
         )
         task_files = [TaskFiles.parse(spec) for spec in task]
         run_training(task_files, config, backbone, pooling.value, max_length, text_field, label_field,
                       overwrite, resume, attn_implementation)
+
+
+def parse_task_weights(specs: list[str]) -> dict[str, float]:
+    """`--task-weight NAME=W` values as a dict; TrainConfig checks the numbers, training the names."""
+    weights: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or not name or weight is None:
+            raise ConfigError(f"bad --task-weight {spec!r}: expected NAME=WEIGHT (a task name and a number)")
+        if name in weights:
+            raise ConfigError(f"--task-weight {name} is given twice")
+        weights[name] = weight
+    return weights
 
 
 def run_training(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,

@@ -1,2 +1,3 @@
-"""Training (torch): the Trainer subclass with parameter groups, unfreezing and task sampling (`trainer`), and the
-train entry point that checks inputs, trains and publishes the checkpoint (`run`)."""
+"""Training (torch): the Trainer subclass with parameter groups, unfreezing and task sampling (`trainer`), the
+weighted multi-task loss (`losses`), and the train entry point that checks inputs, trains and publishes the
+checkpoint (`run`)."""

@@ -102,16 +102,24 @@ def resume_point(output: Path) -> Path:
     raise ConfigError(f"{output}: nothing to resume (no {CHECKPOINTS_DIR}/checkpoint-* folder from an earlier run)")
 
 
-def check_resumable(checkpoint: Path, model_config: ModelConfig) -> None:
-    """A resumed run must train the same model: tasks, labels, backbone and input shape of the run it continues."""
-    saved_path = checkpoint.parent.parent / RUN_CONFIG_FILE
+def check_resumable(checkpoint: Path, model_config: ModelConfig, config: TrainConfig) -> None:
+    """A resumed run must train the same model: tasks, labels, backbone and input shape of the run it continues;
+    and it learns the same parameters, so uncertainty weighting must be on or off as it was in that run."""
+    run = checkpoint.parent.parent
+    saved_path = run / RUN_CONFIG_FILE
     if not saved_path.is_file():
-        saved_path = checkpoint.parent.parent / MODEL_CONFIG_FILE
+        saved_path = run / MODEL_CONFIG_FILE
     try:
         data = read_json(saved_path)
         saved = ModelConfig.from_dict(data.get("model", data))
+        saved_train = data["train"] if "train" in data else read_json(run / TRAIN_CONFIG_FILE)
+        learned = bool(saved_train.get("uncertainty_weighting", False))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"{saved_path}: cannot read the configuration of the run to resume ({err})") from None
+    if learned != config.uncertainty_weighting:
+        # Its checkpoints hold learned task weights and their optimizer state, or lack them: they cannot load.
+        raise ConfigError(f"--resume continues a run trained {'with' if learned else 'without'} "
+                          f"--uncertainty-weighting; give the same, or train into a new --output instead")
     for field in ("tasks", "backbone", "pooling", "max_length", "input_names"):
         if getattr(saved, field) != getattr(model_config, field):
             raise ConfigError(f"--resume continues a run with different {field} ({getattr(saved, field)!r}, now "
@@ -141,6 +149,7 @@ def train(
     unknown = [name for name in config.freeze_heads if name not in names]
     if unknown:
         raise ConfigError(f"cannot freeze unknown head(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+    config.task_weight_list(names)  # unknown tasks, every weight 0: refused before anything is written
     check_output_dir(output, overwrite, resume)
     start_from = resume_point(output) if resume else None
     # Heavy imports only once the inputs are known to be good.
@@ -159,7 +168,7 @@ def train(
         input_names=encoder_input_names(encoder, tokenizer),
     )
     if start_from is not None:
-        check_resumable(start_from, model_config)
+        check_resumable(start_from, model_config, config)
     model = MultitaskModel(model_config, encoder)
     train_set = MultitaskDataset([TaskExamples(t.spec.name, t.train) for t in tasks], tokenizer, model_config)
     with_validation = [TaskExamples(t.spec.name, t.validation) for t in tasks if t.validation]
@@ -235,5 +244,9 @@ def save_model(model, tokenizer, folder: Path, config: TrainConfig, metrics: dic
     """The model's files, beside the run's checkpoints, in the run folder about to be published."""
     model.save_pretrained(folder, tokenizer)
     write_json(folder / TRAIN_CONFIG_FILE, config.to_dict())
-    write_json(folder / METRICS_FILE, {"validation": metrics, "score": mean_score(metrics) if metrics else None})
+    record = {"validation": metrics, "score": mean_score(metrics) if metrics else None}
+    if model.loss.log_variance is not None:
+        # The learned task weights are exp(-s); the published model itself does not keep them.
+        record["log_variances"] = dict(zip(model.model_config.task_names, model.loss.log_variance.tolist()))
+    write_json(folder / METRICS_FILE, record)
     (folder / RUN_CONFIG_FILE).unlink(missing_ok=True)  # the published model has config.json + train_config.json

@@ -18,6 +18,7 @@ from mtl.data.dataset import MultitaskDataset, PaddingCollator, TaskBatchSampler
 from mtl.errors import ConfigError, TrainingDivergedError
 from mtl.evaluate import classification_metrics, flat_metrics, mean_score, per_task_metrics
 from mtl.model import MultitaskModel, encoder_layer_of
+from mtl.train.losses import training_loss
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +28,24 @@ def parameter_groups(model: MultitaskModel, config: TrainConfig) -> list[dict]:
     Heads train at `head_lr`; encoder parameters at `encoder_lr`, scaled by `layer_lr_decay` per layer
     below the top. Biases and LayerNorm weights get no weight decay. Frozen parameters stay in the
     optimizer so unfreezing later needs no rebuild (HF's own `create_optimizer` would drop them); with
-    no gradient AdamW skips them entirely, so they neither move nor decay.
+    no gradient AdamW skips them entirely, so they neither move nor decay. The loss's learned
+    log-variances (uncertainty weighting) get a group of their own, "loss:no_decay", at `head_lr`.
     """
     decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm]))
     num_layers = model.encoder.num_layers
     groups: dict[str, dict] = {}
     for name, param in model.named_parameters():
-        if name.startswith("heads."):
+        if name.startswith("loss."):
+            key, lr = "loss", config.head_lr
+        elif name.startswith("heads."):
             key, lr = f"head:{name.split('.')[1]}", config.head_lr
         else:
             depth = encoder_layer_of(name, num_layers)
             key = f"encoder:{depth}"
             lr = config.encoder_lr * config.layer_lr_decay ** max(0, num_layers - 1 - depth)
-        decays = name in decay_names and not name.endswith("bias") and "norm" not in name.lower()
+        # Decay would pull the log-variances to 0, i.e. back to equal task weights.
+        decays = (name in decay_names and not name.endswith("bias") and "norm" not in name.lower()
+                  and key != "loss")
         key += ":decay" if decays else ":no_decay"
         group = groups.setdefault(
             key, {"name": key, "params": [], "lr": lr, "weight_decay": config.weight_decay if decays else 0.0}
@@ -119,6 +125,8 @@ class MultitaskTrainer(Trainer):
             task_probabilities(dataset.task_sizes, config.sampling, config.temperature),
             mixed=config.mixed_batches,
             seed=config.seed,
+            lengths=[len(item["input_ids"]) for item in dataset.items] if config.group_by_length else None,
+            window=config.length_window,
         )
         loader = DataLoader(
             dataset, batch_sampler=sampler, collate_fn=self.data_collator,
@@ -167,6 +175,7 @@ def training_arguments(config: TrainConfig, has_validation: bool, checkpoints_di
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         seed=config.seed,
+        bf16=config.bf16,
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -196,6 +205,8 @@ def build_trainer(
     model.freeze(backbone=config.freeze_backbone, heads=config.freeze_heads)
     if model.num_trainable_parameters() == 0:
         raise ConfigError("every parameter is frozen, so there is nothing to train; unfreeze the backbone or a head")
+    # Before the Trainer: it moves the model, the loss's buffers with it, and DDP must see the learned weights.
+    model.loss = training_loss(config, model.model_config, train_set)
     all_callbacks = list(callbacks)
     if config.progressive_unfreezing:
         all_callbacks.insert(0, ProgressiveUnfreezing(model, config))

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from mtl.artifacts.checkpoint import read_model_config
 from mtl.cli import app
+from mtl.model import MultitaskModel
 from tests.factory import POSITIONS, demo_rows, write_jsonl
 
 runner = CliRunner()
@@ -153,3 +154,56 @@ def test_console_script_runs_as_a_subprocess(trained):
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "unknown task 'nope'" in bad.stderr
+
+
+# --- the loss options ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options, saved", [
+    (["--task-weight", "topic=2", "--task-weight", "sentiment=0.5", "--class-weights", "balanced"],
+     {"task_weights": {"topic": 2.0, "sentiment": 0.5}, "class_weights": "balanced", "uncertainty_weighting": False}),
+    (["--uncertainty-weighting"], {"task_weights": {}, "class_weights": "none", "uncertainty_weighting": True}),
+], ids=["task-and-class-weights", "uncertainty"])
+def test_loss_options_are_saved_and_the_model_reloads_and_exports(tiny_bert, small_task_files, tmp_path, options,
+                                                                  saved):
+    tasks = [a for name, (train, valid) in small_task_files.items() for a in ("--task", f"{name}={train},{valid}")]
+    result = invoke("train", *tasks, "--backbone", tiny_bert, "--output", tmp_path / "model", "--max-steps", 2,
+                    "--batch-size", 4, "--grad-accumulation", 1, *options)
+    assert result.exit_code == 0, result.output
+    train_config = json.loads((tmp_path / "model" / "train_config.json").read_text())
+    assert {key: train_config[key] for key in saved} == saved
+    learned = json.loads((tmp_path / "model" / "metrics.json").read_text()).get("log_variances")
+    assert (learned is not None) == saved["uncertainty_weighting"]
+    MultitaskModel.from_pretrained(tmp_path / "model")
+    exported = invoke("export", tmp_path / "model", "--output", tmp_path / "onnx")
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--task-weight", "spam=1"], "task weight for unknown task 'spam'; valid: t"),
+    (["--task-weight", "t=-1"], "task_weights['t'] must be in [0, 1e+06], got -1.0"),
+    (["--task-weight", "t=nan"], "task_weights['t'] must be a number in [0, 1e+06], got nan"),
+    (["--task-weight", "t=inf"], "task_weights['t'] must be a number in [0, 1e+06], got inf"),
+    (["--task-weight", "t"], "bad --task-weight 't': expected NAME=WEIGHT (a task name and a number)"),
+    (["--task-weight", "t=heavy"], "bad --task-weight 't=heavy': expected NAME=WEIGHT"),
+    (["--task-weight", "=2"], "bad --task-weight '=2'"),
+    (["--task-weight", "t=1", "--task-weight", "t=2"], "--task-weight t is given twice"),
+    (["--task-weight", "t=0"], "every task's weight is 0"),
+    (["--task-weight", "t=2", "--uncertainty-weighting"], "give task weights or uncertainty weighting, not both"),
+])
+def test_bad_loss_options_are_one_line_and_write_nothing(bad_inputs, options, message):
+    folder, good, backbone = bad_inputs
+    result = invoke("train", "--task", f"t={good}", "--backbone", backbone, "--output", folder / "out",
+                    "--max-steps", 1, *options)
+    one_error_line(result, message)
+    assert not (folder / "out").exists() and not (folder / ".out.partial").exists()
+
+
+def test_unknown_class_weighting_is_refused_by_the_option(bad_inputs):
+    folder, good, backbone = bad_inputs
+    result = invoke("train", "--task", f"t={good}", "--backbone", backbone, "--output", folder / "out",
+                    "--class-weights", "inverse")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "'none', 'balanced'" in result.stderr
+    assert not (folder / "out").exists()
