@@ -5,7 +5,8 @@ fixed number of optimizer steps of the real trainer, in each setting:
     python -m scripts.bench_train --steps 100 --setting grouped --setting grouped-bf16 --json train-bench.json
 
 Settings: `random` is training as it was before length grouping (mixed batches padded to their longest row),
-`grouped` the length-grouped batches (the default), `*-bf16` adds bfloat16 autocast. Each setting runs in a
+`grouped` the length-grouped batches (the default), `*-bf16` adds bfloat16 autocast (the default where the CPU
+computes in bf16 natively). Each setting runs in a
 fresh process (its own peak memory, no warm caches from another); the first `--warmup-steps` optimizer steps
 are not timed. Training only: no evaluation, and the checkpoint saved at the end is outside the timed steps.
 """
@@ -25,10 +26,10 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_TASKS = [f"topic={SHARED / 'ag_news' / 'train.jsonl'}",
                  f"sentiment={SHARED / 'tweet_eval_sentiment' / 'train.jsonl'}"]
 SETTINGS = {
-    "random": {"group_by_length": False, "bf16": False},
-    "grouped": {"group_by_length": True, "bf16": False},
-    "random-bf16": {"group_by_length": False, "bf16": True},
-    "grouped-bf16": {"group_by_length": True, "bf16": True},
+    "random": {"group_by_length": False, "precision": "fp32"},
+    "grouped": {"group_by_length": True, "precision": "fp32"},
+    "random-bf16": {"group_by_length": False, "precision": "bf16"},
+    "grouped-bf16": {"group_by_length": True, "precision": "bf16"},
 }
 
 

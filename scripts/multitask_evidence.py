@@ -67,6 +67,17 @@ def train(name: str, tasks: list[str], args: argparse.Namespace) -> float:
     return seconds
 
 
+def validation_metrics(name: str, tasks: list[str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """The model's validation figures from `mtl-onnx evaluate` (float32 PyTorch, as a user runs it; training's
+    own per-epoch figures are taken under the run's autocast)."""
+    out = args.output / f"{name}.validation.json"
+    command = [sys.executable, "-m", "mtl.cli", "evaluate", str(args.output / name), "--json", str(out)]
+    for task in tasks:
+        command += ["--task", f"{task}={args.files[task][1]}"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
 def drawn_examples(tasks: list[str], args: argparse.Namespace) -> dict[str, int]:
     """How many examples of each task the run's sampler draws (the trainer's sampler, same seed and sizes)."""
     from mtl.data.dataset import TaskBatchSampler, task_probabilities
@@ -109,7 +120,7 @@ def main(argv=None) -> None:
     texts = [e.text for task in TASK_FOLDERS for e in read_examples(args.files[task][1])[:args.inference_texts]]
     results = {"recipe": RECIPE + ["--epochs", str(args.epochs)] + args.extra, "runs": {}}
     for name, tasks in runs.items():
-        metrics = json.loads((args.output / name / "metrics.json").read_text())["validation"]
+        metrics = validation_metrics(name, tasks, args)
         results["runs"][name] = {"tasks": tasks, "train_seconds": round(seconds[name], 1),
                                  "examples_drawn": drawn_examples(tasks, args), "validation": metrics}
     single = [args.output / "topic-only", args.output / "sentiment-only"]

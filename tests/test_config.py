@@ -1,3 +1,4 @@
+import json
 import pytest
 
 from mtl.artifacts.checkpoint import read_model_config, write_model_config
@@ -57,3 +58,10 @@ def test_warmup_is_clamped_on_short_runs_and_ratio_wins():
 def test_train_config_rejects_unknown_sampling():
     with pytest.raises(ConfigError, match="valid: uniform, proportional, temperature"):
         TrainConfig(sampling="random")
+
+
+def test_train_config_rejects_unknown_precision_and_keeps_the_throughput_options():
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'; valid: auto, fp32, bf16"):
+        TrainConfig(precision="fp8")
+    config = TrainConfig(group_by_length=False, length_window=7, precision="bf16")
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from mtl.artifacts.manifest import DEVICES, EXECUTIONS, PRECISION_CHOICES
-from mtl.config import CLASS_WEIGHTINGS, POOLING_MODES, SAMPLING_MODES
+from mtl.config import CLASS_WEIGHTINGS, POOLING_MODES, SAMPLING_MODES, TRAIN_PRECISIONS
 from mtl.errors import UserError
 from mtl.export.options import INT8_TARGETS, TRITON_DEVICES
 
@@ -30,6 +30,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
 Pooling = _choices("Pooling", POOLING_MODES)
 Sampling = _choices("Sampling", SAMPLING_MODES)
 ClassWeighting = _choices("ClassWeighting", CLASS_WEIGHTINGS)
+TrainPrecision = _choices("TrainPrecision", TRAIN_PRECISIONS)
 Precision = _choices("Precision", PRECISION_CHOICES)
 Device = _choices("Device", DEVICES)
 Execution = _choices("Execution", EXECUTIONS)

@@ -14,6 +14,7 @@ from mtl.cli.options import (
     Pooling,
     Sampling,
     TextField,
+    TrainPrecision,
     console,
     setup_logging,
     user_errors,
@@ -62,7 +63,9 @@ def train(
         help="balanced: weight each class n/(k*count) in its task's loss.")] = ClassWeighting("none"),
     group_by_length: Annotated[bool, typer.Option(help="Sort windows of drawn batches by length.")] = True,
     length_window: Annotated[int, typer.Option(help="Batches per length-grouping window.")] = 50,
-    bf16: Annotated[bool, typer.Option(help="bfloat16 autocast of the forward pass (weights stay float32).")] = False,
+    precision: Annotated[TrainPrecision, typer.Option(
+        help="bf16: bfloat16 autocast (weights stay float32); auto: bf16 where the CPU or GPU has bf16 instructions."
+    )] = TrainPrecision("auto"),
     seed: int = 42,
     text_field: TextField = "text",
     label_field: LabelField = "label",
@@ -82,7 +85,8 @@ def train(
             sampling=sampling.value, temperature=temperature, mixed_batches=mixed_batches,
             task_weights=parse_task_weights(task_weight or ()), uncertainty_weighting=uncertainty_weighting,
             class_weights=class_weights.value,
-            group_by_length=group_by_length, length_window=length_window, bf16=bf16, seed=seed,
+            group_by_length=group_by_length, length_window=length_window, precision=precision.value,
+            seed=seed,
         )
         task_files = [TaskFiles.parse(spec) for spec in task]
         run_training(task_files, config, backbone, pooling.value, max_length, text_field, label_field,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from mtl.artifacts.environment import cpu_flags
 from mtl.artifacts.io_spec import GraphSpec
 from mtl.errors import ConfigError
 from mtl.export.options import INT8_TARGETS
@@ -55,11 +56,7 @@ def detect_int8_target() -> str:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        flags = ""
-    return "avx512_vnni" if ("avx512_vnni" in flags or "avx512vnni" in flags) else "avx2"
+    return "avx512_vnni" if {"avx512_vnni", "avx512vnni"} & cpu_flags() else "avx2"
 
 
 def int8_settings(target: str = "auto", per_channel: bool = True) -> Int8Settings:

@@ -13,6 +13,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_pt_utils import get_parameter_names
 
 from mtl.artifacts.checkpoint import CHECKPOINTS_DIR
+from mtl.artifacts.environment import cpu_flags
 from mtl.config import ModelConfig, TrainConfig
 from mtl.data.dataset import MultitaskDataset, PaddingCollator, TaskBatchSampler, task_probabilities
 from mtl.errors import ConfigError, TrainingDivergedError
@@ -154,6 +155,20 @@ def metrics_function(config: ModelConfig):
     return compute
 
 
+# CPU flags of native bf16 arithmetic (AVX512-BF16 on AMD Zen 4 and Intel since Cooper Lake, AMX on Sapphire Rapids).
+# Without them PyTorch emulates bf16 matmuls and autocast only adds conversions.
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def uses_bf16(precision: str) -> bool:
+    """Whether to autocast to bf16: when asked for, or with "auto" on a GPU or CPU that computes in bf16 natively."""
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(NATIVE_BF16_FLAGS & cpu_flags())
+
+
 def training_arguments(config: TrainConfig, has_validation: bool, checkpoints_dir: Path) -> TrainingArguments:
     strategy = "epoch" if has_validation else "no"
     return TrainingArguments(
@@ -175,7 +190,7 @@ def training_arguments(config: TrainConfig, has_validation: bool, checkpoints_di
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         seed=config.seed,
-        bf16=config.bf16,
+        bf16=uses_bf16(config.precision),
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -210,6 +225,8 @@ def build_trainer(
     all_callbacks = list(callbacks)
     if config.progressive_unfreezing:
         all_callbacks.insert(0, ProgressiveUnfreezing(model, config))
+    log.info("training in %s (precision %s)", "bf16 autocast" if uses_bf16(config.precision) else "fp32",
+             config.precision)
     log.info("%s of %s parameters trainable", f"{model.num_trainable_parameters():,}",
              f"{sum(p.numel() for p in model.parameters()):,}")
     trainer = MultitaskTrainer(

@@ -76,6 +76,8 @@ TRAIN_OPTIONS = [
     (["--max-length", "1"], "--max-length", 2),
     (["--pooling", "max"], "'cls', 'mean'", 2),
     (["--sampling", "random"], "'uniform', 'proportional', 'temperature'", 2),
+    (["--precision", "fp8"], "'auto', 'fp32', 'bf16'", 2),
+    (["--length-window", "0"], "length_window must be in [1, 1e+06], got 0", 1),
     (["--unfreeze-top-layers", "2", "--unfreeze-from-layer", "1"], "not both", 1),
     (["--freeze-head", "nope"], "cannot freeze unknown head(s) nope", 1),
 ]

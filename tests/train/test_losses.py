@@ -154,7 +154,9 @@ def test_learned_weights_train_in_their_own_group(tiny_bert, tmp_path):
     assert (log_variance.detach() != 0).all()
     train_set, _ = datasets(model, tokenizer)
     model.zero_grad()
-    model(**trainer.data_collator([train_set[i] for i in range(len(train_set))]))["loss"].backward()
+    batch = trainer.data_collator([train_set[i] for i in range(len(train_set))])
+    # The trainer moved the model to its device (CUDA where there is one): the batch goes there too.
+    model(**{name: tensor.to(log_variance.device) for name, tensor in batch.items()})["loss"].backward()
     assert (log_variance.grad != 0).all()
 
 
@@ -165,7 +167,8 @@ def test_task_weight_zero_leaves_a_task_out_of_the_gradient(tiny_bert, tmp_path)
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config)
     batch = trainer.data_collator([train_set[i] for i in range(len(train_set))])  # both tasks
     model.train()
-    model(**batch)["loss"].backward()
+    device = next(model.parameters()).device  # the trainer's device (CUDA where there is one)
+    model(**{name: tensor.to(device) for name, tensor in batch.items()})["loss"].backward()
     assert all(p.grad is None or not p.grad.any() for p in model.heads["sentiment"].parameters())
     assert all(p.grad is not None and p.grad.any() for p in model.heads["topic"].parameters())
 

@@ -6,6 +6,7 @@ from mtl.config import TrainConfig
 from mtl.data.dataset import MultitaskDataset, TaskExamples
 from mtl.data.files import Example
 from mtl.model import encoder_layer_of
+from mtl.train import trainer as trainer_module
 from mtl.train.trainer import ProgressiveUnfreezing, build_trainer, parameter_groups
 from tests.factory import LAYERS, demo_rows, make_model
 
@@ -20,11 +21,12 @@ def datasets(model, tokenizer, rows=32):
 
 
 def snapshot(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
+    """Every parameter's value, on the CPU (the trainer moves the model to CUDA where there is one)."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters()}
 
 
 def changed(before, model):
-    return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
+    return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach().cpu())}
 
 
 def run(model, tokenizer, tmp_path, callbacks=(), **overrides):
@@ -144,3 +146,46 @@ def test_best_checkpoint_metrics_are_reported_per_task(tiny_bert, tmp_path):
                     for m in ("accuracy", "macro_f1", "macro_recall")]
         assert entry["eval_score"] == pytest.approx(sum(per_task) / 6)
     assert trainer.state.best_metric == max(e["eval_score"] for e in evaluations)
+
+
+@pytest.mark.parametrize("precision, cuda, bf16_gpu, flags, expected", [
+    ("fp32", True, True, {"avx512_bf16"}, False),
+    ("bf16", False, False, set(), True),
+    ("auto", False, False, {"avx512f", "avx512_bf16"}, True),
+    ("auto", False, False, {"amx_bf16"}, True),
+    ("auto", False, False, {"avx2", "avx512f"}, False),
+    ("auto", True, True, set(), True),
+    ("auto", True, False, {"avx512_bf16"}, False),  # a GPU without bf16: the CPU's flags do not matter
+])
+def test_precision_auto_uses_bf16_only_on_native_bf16_hardware(monkeypatch, precision, cuda, bf16_gpu, flags,
+                                                                expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_gpu)
+    monkeypatch.setattr(trainer_module, "cpu_flags", lambda: flags)
+    assert trainer_module.uses_bf16(precision) is expected
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_bf16_autocasts_the_training_forward_pass(tiny_bert, tmp_path, precision, dtype):
+    model, tokenizer = make_model(tiny_bert)
+    seen = []
+    head = model.heads["topic"][-1]
+    handle = head.register_forward_hook(lambda module, args, output: seen.append(output.dtype) if module.training
+                                        else None)
+    run(model, tokenizer, tmp_path, max_steps=1, precision=precision)
+    handle.remove()
+    assert seen and set(seen) == {dtype}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
+
+
+def test_the_training_loader_groups_batches_by_length_unless_told_not_to(tiny_bert, tmp_path):
+    model, tokenizer = make_model(tiny_bert)
+    train_set, eval_set = datasets(model, tokenizer)
+    shares = {}
+    for grouped in (True, False):
+        config = TrainConfig(output_dir=str(tmp_path), max_steps=1, batch_size=4, group_by_length=grouped,
+                             length_window=8)
+        loader = build_trainer(model, tokenizer, train_set, eval_set, config).get_train_dataloader()
+        masks = [batch["attention_mask"] for batch in loader]
+        shares[grouped] = sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+    assert shares[True] > shares[False]
