@@ -4,6 +4,7 @@ per-task metrics and the best checkpoint by their mean. Runs unchanged under `to
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,10 @@ def uses_bf16(precision: str) -> bool:
 
 def training_arguments(config: TrainConfig, has_validation: bool, checkpoints_dir: Path) -> TrainingArguments:
     strategy = "epoch" if has_validation else "no"
+    bf16 = uses_bf16(config.precision)
+    # TrainingArguments hands its precision to accelerate through this variable, and leaves an earlier value in place
+    # when bf16 is off: a second run in one process (or a stray accelerate config) would autocast against our choice.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if bf16 else "no"
     return TrainingArguments(
         output_dir=str(checkpoints_dir),
         num_train_epochs=config.epochs,
@@ -190,7 +195,7 @@ def training_arguments(config: TrainConfig, has_validation: bool, checkpoints_di
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         seed=config.seed,
-        bf16=uses_bf16(config.precision),
+        bf16=bf16,
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,

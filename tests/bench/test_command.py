@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mtl.cli import app
-from tests.bench_fixtures import docs_report, interrupt_second_sweep_cell, small_corpus, tiny_args, tiny_model
+from tests.bench_fixtures import earlier_report, interrupt_second_sweep_cell, small_corpus, tiny_args, tiny_model
 
 runner = CliRunner()
 
@@ -60,7 +60,7 @@ def test_end_to_end_bench_in_worker_processes(model, corpus, tmp_path):
     assert workers["ort-fp32"]["modules"]["torch"] is False and workers["torch-fp32"]["modules"]["torch"] is True
     assert workers["ort-fp32"]["peak_rss_bytes"] < workers["torch-fp32"]["peak_rss_bytes"]
     assert workers["st-fp32"]["modules"] == {"torch": True, "transformers": True, "onnxruntime": True}
-    assert set(workers["ort-fp32"]) == set(docs_report()["workers"][0])
+    assert set(workers["ort-fp32"]) == set(earlier_report()["workers"][0])
     assert "| torch-fp32 | seed | 2 | 8 |" in (tmp_path / "bench.md").read_text()
     assert "synthetic sweep" in result.output and "real text" in result.output
 
@@ -78,7 +78,7 @@ def test_positional_export_folder_and_cold_start(model, corpus, tmp_path):
     # spawn to first prediction holds the worker's own import, load and predict phases
     assert cold["median_s"] == cold["seconds"][0] > cold["import_s"] + cold["load_s"] + cold["predict_s"] > 0
     assert cold["modules"]["torch"] is False  # the runtime's cold start never imports torch
-    assert set(cold) == set(docs_report()["cold_start"][0])
+    assert set(cold) == set(earlier_report()["cold_start"][0])
 
 
 def test_ort_worker_imports_no_torch(model):

@@ -1,5 +1,6 @@
 """The bench's records on their two wires: the JSON lines from worker to parent, and the report file, which must
-read and write reports of the format that docs/bench.json holds without losing or renaming anything."""
+read and write reports of the earlier format (tests/bench/data/report_before_records.json) without losing or renaming
+anything."""
 
 import json
 
@@ -7,14 +8,14 @@ import pytest
 
 from mtl.bench.records import ColdStartRun, EngineInfo, Measurement, Report
 from mtl.errors import BenchError
-from tests.bench_fixtures import docs_report
+from tests.bench_fixtures import earlier_report
 
 
 def _through_json(data):
     return json.loads(json.dumps(data))
 
 
-# Fields added since docs/bench.json was written: an earlier report reads them as None.
+# Fields added since the earlier report was written: it reads them as None.
 ADDED = {"settings": {"engine_speedup_baseline"}, "text": {"warmup_passes"}, "row": {"engine_speedup",
                                                                                    "engine_baseline"}}
 
@@ -26,7 +27,7 @@ def _without(data: dict, keys: set[str]) -> dict:
 
 def test_an_earlier_report_reads_and_writes_back_unchanged():
     """Nothing lost or renamed: what it wrote back is the earlier report, plus the new fields, empty."""
-    earlier = docs_report()
+    earlier = earlier_report()
     report = Report.from_dict(earlier)
     written = _through_json(report.to_dict())
     written["rows"] = [_without(row, ADDED["row"]) for row in written["rows"]]

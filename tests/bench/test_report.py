@@ -10,7 +10,7 @@ from mtl.bench import report as bench_report
 from mtl.bench.harness import run_bench
 from mtl.bench.plan import BenchOptions, plan_bench
 from mtl.bench.records import Report
-from tests.bench_fixtures import docs_report, interrupt_second_sweep_cell, small_corpus, tiny_model
+from tests.bench_fixtures import earlier_report, interrupt_second_sweep_cell, small_corpus, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,10 @@ def test_rows_cover_every_backend_mode_and_shape(tiny_report):
 
 
 def test_json_has_the_keys_of_earlier_reports(tiny_report, tmp_path):
-    """docs/bench.json was written before rows were typed records; readers of it must read new reports too."""
+    """Reports written before rows were typed records must read new reports too."""
     path = tmp_path / "out" / "bench.json"
     bench_report.write_json(tiny_report, path)
-    data, earlier = json.loads(path.read_text()), docs_report()
+    data, earlier = json.loads(path.read_text()), earlier_report()
     assert list(data) == list(earlier)
     for section in ("environment", "model"):
         assert set(data[section]) == set(earlier[section]), section
