@@ -1,4 +1,5 @@
 import json
+
 import pytest
 
 from mtl.artifacts.checkpoint import read_model_config, write_model_config

@@ -43,7 +43,8 @@ def check_checkpoint(folder: Path) -> Path:
 
 
 def is_checkpoint(folder: Path) -> bool:
-    """Whether the folder holds a finished model of this tool (its config.json is ours, not any Hugging Face model's)."""
+    """Whether the folder holds a finished model of this tool (its config.json is ours, not any Hugging Face
+    model's)."""
     try:
         return read_json(Path(folder) / MODEL_CONFIG_FILE).get("format") == CONFIG_FORMAT
     except (OSError, ValueError, AttributeError):

@@ -89,7 +89,8 @@ def remove_stale_staging(target: Path, where: Path | None = None) -> None:
     ours = re.compile(rf"\.{re.escape(target.name)}(\.[a-z0-9_]{{8}}({re.escape(STAGING_SUFFIX)}|"
                       rf"{re.escape(RETIRED_SUFFIX)})|{re.escape(PARTIAL_SUFFIX)})")
     for folder in where.iterdir():
-        if ours.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink() and staging_owner(folder) is None:
+        if (ours.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()
+                and staging_owner(folder) is None):
             shutil.rmtree(folder, ignore_errors=True)
 
 

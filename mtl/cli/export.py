@@ -26,8 +26,10 @@ from mtl.cli.options import (
 def export(
     checkpoint: CheckpointArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the export; written only once validated.")],
-    precision: Annotated[str, typer.Option(help="Comma-separated variants: fp32 (always made), int8 (CPU), fp16 (GPU).")] = "fp32",
-    optimize: Annotated[bool, typer.Option(help="ONNX Runtime transformer fusion, kept only where measured faster.")] = False,
+    precision: Annotated[str, typer.Option(
+        help="Comma-separated variants: fp32 (always made), int8 (CPU), fp16 (GPU).")] = "fp32",
+    optimize: Annotated[bool, typer.Option(
+        help="ONNX Runtime transformer fusion, kept only where measured faster.")] = False,
     validation_data: Annotated[Optional[list[str]], typer.Option(
         help="TASK=FILE of labelled examples to check every variant on (default: the validation files the "
              "checkpoint was trained with); repeatable.")] = None,
@@ -44,9 +46,11 @@ def export(
     text_field: TextField = "text",
     label_field: LabelField = "label",
     overwrite: Annotated[bool, typer.Option(help="Replace an export already in --output.")] = False,
-    triton: Annotated[Optional[Path], typer.Option(help="Also write a Triton Inference Server model repository here.")] = None,
+    triton: Annotated[Optional[Path], typer.Option(
+        help="Also write a Triton Inference Server model repository here.")] = None,
     triton_device: Annotated[TritonDevice, typer.Option(help="Where Triton runs the model.")] = "cpu",
-    triton_precision: Annotated[Precision, typer.Option(help="Variant Triton serves (auto: int8 on cpu, fp16 on gpu).")] = "auto",
+    triton_precision: Annotated[Precision, typer.Option(
+        help="Variant Triton serves (auto: int8 on cpu, fp16 on gpu).")] = "auto",
 ) -> None:
     """Export a checkpoint to ONNX: the encoder, one head per task and the fused model, each validated against
     PyTorch on several shapes before anything is written."""
@@ -56,7 +60,8 @@ def export(
 
         options = ExportOptions(
             precisions=parse_precisions(precision), optimize=optimize, opset=opset,
-            validation_data=parse_named_files(validation_data or [], "--validation-data", "TASK=FILE"), text_field=text_field,
+            validation_data=parse_named_files(validation_data or [], "--validation-data", "TASK=FILE"),
+            text_field=text_field,
             label_field=label_field, max_int8_drop=max_int8_drop, max_int8_f1_drop=max_int8_f1_drop,
             force_int8=force_int8, recorded_data=recorded_data, int8_target=int8_target.value,
             per_channel=per_channel, threads=threads, overwrite=overwrite,
@@ -69,7 +74,8 @@ def export(
         if triton is not None:
             from mtl.export.triton import write_triton_repository
 
-            model = write_triton_repository(result.output, triton, device=triton_device.value, precision=triton_precision.value,
+            model = write_triton_repository(result.output, triton, device=triton_device.value,
+                                            precision=triton_precision.value,
                                             overwrite=overwrite)
             console.print(f"Triton model repository in [bold]{escape(str(model))}[/bold] (config.pbtxt validated)")
 

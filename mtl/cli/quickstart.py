@@ -20,7 +20,8 @@ from mtl.errors import ConfigError
 
 
 def quickstart(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model, its export and the bench.")] = Path("runs/quickstart"),
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Folder for the model, its export and the bench.")] = Path("runs/quickstart"),
     epochs: Annotated[float, typer.Option(help="Passes over the demo data.")] = 1.0,
     max_steps: Annotated[int, typer.Option(help="Stop after this many optimizer steps (a smoke run).")] = -1,
     export: Annotated[bool, typer.Option(help="Export fp32 and int8 ONNX, validated on the demo data.")] = True,
@@ -50,7 +51,8 @@ def quickstart(
         console.rule("done")
         console.print(f"checkpoint: [bold]{escape(str(model_dir))}[/bold]")
         if export:
-            console.print(f"ONNX export: [bold]{escape(str(onnx_dir))}[/bold] (runs with onnxruntime + tokenizers only)")
+            console.print(
+                f"ONNX export: [bold]{escape(str(onnx_dir))}[/bold] (runs with onnxruntime + tokenizers only)")
             console.print(f"next: mtl-onnx predict {escape(str(onnx_dir))} \"Stocks rallied after the rate cut.\"")
 
 

@@ -60,7 +60,8 @@ def real_data_table(result) -> Table | None:
             cell = f"{100 * f['accuracy']:.1f} / {100 * f['macro_f1']:.1f}"
             if precision != "fp32":
                 drops = f["drop_points"]
-                cell += f" ({-drops['accuracy']:+.1f} / {-drops['macro_f1']:+.1f}, {100 * f['agreement_with_fp32']:.1f}%)"
+                agreement = 100 * f["agreement_with_fp32"]
+                cell += f" ({-drops['accuracy']:+.1f} / {-drops['macro_f1']:+.1f}, {agreement:.1f}%)"
             cells.append(cell)
         table.add_row(*cells)
     return table

@@ -50,7 +50,8 @@ def train(
     freeze_backbone: Annotated[bool, typer.Option(help="Train the heads only.")] = False,
     freeze_head: Annotated[Optional[list[str]], typer.Option(help="Keep this task's head fixed; repeatable.")] = None,
     progressive_unfreezing: Annotated[bool, typer.Option(help="Epoch 0 heads, 1 + top layers, 2+ all.")] = False,
-    unfreeze_top_layers: Annotated[Optional[int], typer.Option(help="Layers opened in epoch 1 (default: top quarter).")] = None,
+    unfreeze_top_layers: Annotated[Optional[int], typer.Option(
+        help="Layers opened in epoch 1 (default: top quarter).")] = None,
     unfreeze_from_layer: Annotated[Optional[int], typer.Option(help="Or: first layer index opened in epoch 1.")] = None,
     sampling: Annotated[Sampling, typer.Option(help="How often each task is drawn.")] = Sampling("proportional"),
     temperature: Annotated[float, typer.Option(help="T for temperature sampling: p ∝ n^(1/T).")] = 2.0,
@@ -128,7 +129,8 @@ def run_training(task_files, config, backbone, pooling, max_length, text_field, 
     if result.metrics:
         console.print(metrics_table("validation, best checkpoint", result.metrics))
     console.print(
-        f"trained on {result.examples_seen:,} sampled examples (of {result.dataset_examples:,}) in {result.wall_seconds:.0f} s "
+        f"trained on {result.examples_seen:,} sampled examples (of {result.dataset_examples:,}) in "
+        f"{result.wall_seconds:.0f} s "
         f"({result.examples_per_second:.1f} examples/s); model saved in [bold]{result.output}[/bold]"
     )
     return result
