@@ -182,7 +182,7 @@ class TrainConfig:
     sampling: str = "proportional"
     temperature: float = 2.0
     mixed_batches: bool = True
-    # The loss (`mtl.train.losses.MultitaskLoss`): a weight per task (tasks not named weigh 1), or weights learned
+    # The loss (`mtl.loss.MultitaskLoss`): a weight per task (tasks not named weigh 1), or weights learned
     # from each task's uncertainty (not both); and class weights inside each task's cross-entropy.
     task_weights: dict[str, float] = field(default_factory=dict)
     uncertainty_weighting: bool = False

@@ -30,7 +30,7 @@ from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.data.batching import length_sorted_batches
 from mtl.data.files import check_texts
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
-from mtl.train.losses import MultitaskLoss
+from mtl.loss import MultitaskLoss
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from transformers import TrainerCallback
 from mtl.config import TrainConfig
 from mtl.data.files import TaskFiles
 from mtl.errors import ConfigError
+from mtl.loss import MultitaskLoss
 from mtl.model import MultitaskModel
 from mtl.train import run as workflow
-from mtl.train.losses import MultitaskLoss, balanced_class_weights, training_loss
+from mtl.train.losses import balanced_class_weights, training_loss
 from mtl.train.trainer import build_trainer, parameter_groups
 from tests.factory import demo_texts, encode, make_model
 from tests.train.test_trainer import datasets, run
