@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -75,6 +74,7 @@ def run_setting(args: argparse.Namespace) -> dict:
     import torch
     from transformers import TrainerCallback
 
+    from mtl.bench.worker import peak_rss_bytes
     from mtl.config import DEFAULT_BACKBONE, ModelConfig, TrainConfig
     from mtl.data.dataset import MultitaskDataset, TaskExamples
     from mtl.data.files import TaskFiles
@@ -119,16 +119,8 @@ def run_setting(args: argparse.Namespace) -> dict:
         "setting": args.worker, **SETTINGS[args.worker], "steps": args.steps, "examples": rows,
         "seconds": round(seconds, 2), "examples_per_s": round(rows / seconds, 2),
         "real_tokens_per_s": round(real / seconds, 1), "real_token_share": round(real / padded, 4),
-        "peak_rss_mib": round(peak_rss_mib(), 1), "torch_threads": torch.get_num_threads(),
+        "peak_rss_mib": round(peak_rss_bytes() / 2**20, 1), "torch_threads": torch.get_num_threads(),
     }
-
-
-def peak_rss_mib() -> float:
-    """This process's high-water resident memory (VmHWM), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child_argv(args: argparse.Namespace, setting: str) -> list[str]:
@@ -141,20 +133,16 @@ def child_argv(args: argparse.Namespace, setting: str) -> list[str]:
     return argv + (["--backbone", args.backbone] if args.backbone else [])
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> None:
+    from mtl.bench.environment import cpu_info
+
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(run_setting(args)))
         return
+    cpu = cpu_info().model
     print(f"{args.steps} timed optimizer steps of {args.batch_size} x {args.grad_accumulation} examples, "
-          f"{args.sampling} sampling, on {cpu_name()}", file=sys.stderr)
+          f"{args.sampling} sampling, on {cpu}", file=sys.stderr)
     results = []
     for setting in args.setting:
         print(f"  {setting} ...", file=sys.stderr, flush=True)
@@ -170,7 +158,7 @@ def main(argv=None) -> None:
         print(f"| {row['setting']} | {row['examples_per_s']:.1f} | {row['real_tokens_per_s']:,.0f} | "
               f"{row['real_token_share']:.0%} | {row['peak_rss_mib']:,.0f} MiB | {row['examples_per_s'] / base:.2f}x |")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "args": {k: v for k, v in vars(args).items()
+        args.json.write_text(json.dumps({"cpu": cpu, "args": {k: v for k, v in vars(args).items()
                                          if k not in ("json", "worker")}, "results": results}, indent=2))
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASK_FOLDERS = {"topic": "ag_news", "sentiment": "tweet_eval_sentiment"}  # each with train.jsonl, validation.jsonl
-RECIPE = ["--batch-size", "16", "--grad-accumulation", "2", "--encoder-lr", "5e-5", "--warmup-ratio", "0.06",
-          "--sampling", "proportional", "--seed", "42"]
+BATCH_SIZE, SEED = 16, 42  # the sampler's draw depends on both (see `drawn_examples`)
+RECIPE = ["--batch-size", str(BATCH_SIZE), "--grad-accumulation", "2", "--encoder-lr", "5e-5",
+          "--warmup-ratio", "0.06", "--sampling", "proportional", "--seed", str(SEED)]
 METRICS = ("accuracy", "macro_f1", "macro_recall")
 
 
@@ -87,7 +88,7 @@ def drawn_examples(tasks: list[str], args: argparse.Namespace) -> dict[str, int]
     counts: Counter = Counter()
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     for epoch in range(args.epochs):
-        sampler = TaskBatchSampler(sizes, 16, task_probabilities(sizes, "proportional"), seed=42)
+        sampler = TaskBatchSampler(sizes, BATCH_SIZE, task_probabilities(sizes, "proportional"), seed=SEED)
         sampler.set_epoch(epoch)
         for batch in sampler:
             counts.update(sum(row >= offset for offset in offsets) - 1 for row in batch)

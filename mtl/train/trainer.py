@@ -230,14 +230,14 @@ def build_trainer(
     all_callbacks = list(callbacks)
     if config.progressive_unfreezing:
         all_callbacks.insert(0, ProgressiveUnfreezing(model, config))
-    log.info("training in %s (precision %s)", "bf16 autocast" if uses_bf16(config.precision) else "fp32",
-             config.precision)
+    checkpoints_dir = checkpoints_dir or Path(config.output_dir) / CHECKPOINTS_DIR
+    args = training_arguments(config, eval_set is not None, checkpoints_dir)
+    log.info("training in %s (precision %s)", "bf16 autocast" if args.bf16 else "fp32", config.precision)
     log.info("%s of %s parameters trainable", f"{model.num_trainable_parameters():,}",
              f"{sum(p.numel() for p in model.parameters()):,}")
     trainer = MultitaskTrainer(
         model=model,
-        args=training_arguments(config, eval_set is not None,
-                                checkpoints_dir or Path(config.output_dir) / CHECKPOINTS_DIR),
+        args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=PaddingCollator(tokenizer.pad_token_id),
