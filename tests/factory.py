@@ -60,6 +60,23 @@ ALL_PRECISIONS = ("fp32", "int8", "fp16")
 STANDARD_OPTIMIZE = {arch: not arch.startswith("deberta") for arch in ARCHITECTURES}
 
 
+def assert_int8_close(got, want) -> None:
+    """Two int8 computations of the same logits agree to what dynamic int8 arithmetic allows, not to float32's.
+
+    Dynamic quantisation rounds every activation to one of 256 steps of its own tensor's range (scales per batch).
+    Two graphs or kernels that compute the same value to within float32 rounding (another fusion, another
+    accumulation order, another CPU's VNNI/AMX path) can land an activation on the neighbouring step: it moves by
+    1/255 of that tensor's range, and the logits by about as much of theirs. Two such flips are allowed; a wrong
+    head, a wrong scale or another model is off by far more.
+    """
+    import numpy as np
+
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    allowed = 2 / 255 * max(float(np.abs(want).max()), 1e-6)
+    assert np.abs(got - want).max() <= allowed, f"int8 logits differ by {np.abs(got - want).max()} > {allowed}"
+
+
 # --- data ---------------------------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH
 from mtl.artifacts.manifest import load_manifest
 from mtl.export.variants import ATTENTION_FUSED, ATTENTION_FUSED_SESSION_CONFIG, PLAIN, build_int8, int8_settings
 from mtl.runtime import Predictor
+from tests.factory import assert_int8_close
 
 TEXTS = ["the movie was great", "stocks rally as the bank cuts rates and the market won " * 3, "team lost the game",
          "nasa space computer software phone election president minister war peace science " * 10, "a"]
@@ -53,7 +54,7 @@ def test_fused_int8_computes_what_plain_int8_does_and_stays_close_to_fp32(tiny):
         fused = Predictor.load(folder, precision="int8", threads=1, execution=execution).logits(TEXTS)
         previous = Predictor.load(plain, precision="int8", threads=1, execution=execution).logits(TEXTS)
         for task, values in fp32.items():
-            np.testing.assert_allclose(fused[task], previous[task], atol=1e-5, rtol=1e-5)
+            assert_int8_close(fused[task], previous[task])
             assert np.abs(fused[task] - values).max() < 0.05 * np.abs(values).max()
             assert (fused[task].argmax(-1) == values.argmax(-1)).all()
 
