@@ -1,22 +1,31 @@
 """Checks on a model folder someone else made, run while it loads and before anything is built from it: no Python
 from the folder (transformers runs a folder's `auto_map` code only with `trust_remote_code`, and asks on stdin when
-that is left unset), weights whose names, shapes and dtypes are exactly those of the model they must fill, sizes
-that the weights on disk actually hold, and a tokenizer whose ids fit the encoder's embedding matrix."""
+that is left unset), no file outside the folder (a tokenizer config may name its vocabulary files by path), weights
+whose names, shapes and dtypes are exactly those of the model they must fill, sizes that the weights on disk
+actually hold, and a tokenizer whose ids fit the encoder's embedding matrix."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from mtl.artifacts.jsonfile import read_json
 from mtl.errors import UserError
+from mtl.text import shortened
 
 TRUST_OPTION = "--trust-remote-code"
 # Weight files `AutoModel.from_pretrained` reads from a folder (single or sharded).
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # Most problems named in one error; the count says how many more there were.
 SHOWN_PROBLEMS = 8
+TOKENIZER_CONFIG = "tokenizer_config.json"
+# Entries of a tokenizer config that transformers finds in the folder by their standard names whatever the config
+# says (the config's value is passed along unused): stale absolute paths in them are common in hub folders.
+_RESOLVED_BY_NAME = frozenset({"special_tokens_map_file", "added_tokens_file", "tokenizer_config_file",
+                               "chat_template_file"})
 
 
 @contextlib.contextmanager
@@ -31,6 +40,35 @@ def remote_code_refused(folder: Path | str, error: type[UserError]) -> Iterator[
         raise error(f"{folder}: loading it needs Python code from the folder itself (its config has an auto_map); "
                     f"mtl-onnx never runs a folder's code unless you pass {TRUST_OPTION}, and only do that for a "
                     f"folder whose code you have read") from None
+
+
+def foreign_file_problems(folder: Path) -> list[str]:
+    """Files outside `folder` that its tokenizer config would make transformers read. An entry such as
+    `tokenizer_file`, `vocab_file` or `merges_file` is opened as given (relative to the current folder, not the
+    model's) and wins over the folder's own file of that kind, so a copied folder could name /etc/passwd, a FIFO
+    (the load would wait forever) or a user's file. Only a path to a file of the folder itself may stand there.
+    The config is read with the bounds of every JSON file the tool reads."""
+    path = Path(folder) / TOKENIZER_CONFIG
+    if not path.exists():
+        return []
+    try:
+        config = read_json(path)
+    except (OSError, ValueError) as err:
+        return [f"{path}: {getattr(err, 'strerror', None) or err}"]
+    if not isinstance(config, dict):
+        return [f"{path}: not a JSON object"]
+    inside = os.path.realpath(folder) + os.sep
+    problems = []
+    for key, value in config.items():
+        if not key.endswith(("_file", "_files")) or key in _RESOLVED_BY_NAME or value is None:
+            continue
+        for named in value if isinstance(value, list) else [value]:
+            # `fast_tokenizer_files` are names looked up in the folder; every other entry is opened as given.
+            where = os.path.join(folder, named) if key == "fast_tokenizer_files" and isinstance(named, str) else named
+            if not isinstance(named, str) or "\0" in named or not os.path.realpath(where).startswith(inside):
+                problems.append(f"{path}: its {shortened(key, 60)} names {shortened(str(named), 120)}, which is not "
+                                f"a file of the folder; a model folder may only use its own files (remove the entry)")
+    return problems
 
 
 def expected_state(model) -> dict[str, tuple[tuple[int, ...], str]]:

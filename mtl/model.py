@@ -31,8 +31,17 @@ from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.data.batching import length_sorted_batches
 from mtl.data.files import check_texts
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError, UserError
-from mtl.loading import describe, expected_state, remote_code_refused, tokenizer_problems, weight_bytes, weight_problems
+from mtl.loading import (
+    describe,
+    expected_state,
+    foreign_file_problems,
+    remote_code_refused,
+    tokenizer_problems,
+    weight_bytes,
+    weight_problems,
+)
 from mtl.loss import MultitaskLoss
+from mtl.text import PROBE_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +112,28 @@ def _check_backbone_weights(folder: Path, name: str, config, trust_remote_code: 
                                     f"its weight files hold {on_disk:,} bytes; the config does not fit the weights")
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False,
+                   error: type[UserError] = BackboneNotFoundError):
+    """The folder's (or hub id's) tokenizer, read from the folder's own files only, and checked to encode a probe
+    text now (a vocabulary without its unknown token, a regex that panics), not at the first user text; `error`
+    is what a problem raises (the folder is a backbone, or a checkpoint)."""
     from transformers import AutoTokenizer
 
+    source = resolve_backbone(name_or_path)
+    foreign = foreign_file_problems(Path(source)) if Path(source).is_dir() else []
+    if foreign:
+        raise error(describe(foreign))
     try:
-        with remote_code_refused(name_or_path, BackboneNotFoundError):
-            return AutoTokenizer.from_pretrained(resolve_backbone(name_or_path), trust_remote_code=trust_remote_code)
-    except UserError:
+        with remote_code_refused(name_or_path, error):
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer(PROBE_TEXT, truncation=True, max_length=16)
+        return tokenizer
+    except (UserError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as err:  # noqa: BLE001 - the tokenizers library raises plain Exception on a corrupt file
-        raise BackboneNotFoundError(
-            f"tokenizer for {name_or_path!r} could not be loaded ({_first_line(err)})") from None
+    # The tokenizers library raises plain Exceptions on a corrupt file, and a panic of its Rust code reaches Python
+    # as pyo3's PanicException, a BaseException.
+    except BaseException as err:  # noqa: BLE001
+        raise error(f"tokenizer for {name_or_path!r} could not be loaded ({_first_line(err)})") from None
 
 
 def _first_line(err: Exception) -> str:
@@ -313,7 +333,7 @@ def load_checkpoint(folder: Path, trust_remote_code: bool = False) -> tuple[Mult
     """A checkpoint's model and tokenizer, checked against each other: every id the tokenizer can emit has a row
     in the encoder's embedding matrix."""
     model = MultitaskModel.from_pretrained(folder, trust_remote_code)
-    tokenizer = load_tokenizer(str(folder), trust_remote_code)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code, CheckpointError)
     problems = tokenizer_problems(tokenizer, model.encoder.backbone.get_input_embeddings().num_embeddings)
     if problems:
         raise CheckpointError(f"{folder}: its tokenizer does not fit its encoder: {'; '.join(problems)}")

@@ -22,6 +22,9 @@ _BLANK_CATEGORIES = ("Cc", "Cf", "Zs", "Zl", "Zp")
 # Bidi embeddings, overrides and isolates: they reorder the characters a terminal shows after them.
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _SNIPPET = 60  # characters of data quoted in a message at most
+# Encoded once when a tokenizer loads (export or checkpoint): letters, digits, punctuation, an apostrophe, accents,
+# CJK, an emoji, a tab and a newline, so that every branch of a pre-tokenizer's regex runs before a user's text does.
+PROBE_TEXT = "Hello, world! It's 2026: naïve café, 東京 🙂\tdone.\n"
 
 
 def _invisible(char: str) -> bool:

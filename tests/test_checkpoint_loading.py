@@ -7,6 +7,7 @@ its weight files hold."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -132,6 +133,47 @@ def test_a_padding_id_outside_the_vocabulary_is_refused(checkpoint):
     tokenizer.save_pretrained(checkpoint)
     message = refusal(checkpoint)
     assert f"the padding id {rows} is outside the encoder's {rows} embedding rows" in message
+
+
+@pytest.mark.parametrize("key, kind", [("tokenizer_file", "fifo"), ("tokenizer_file", "file"),
+                                       ("vocab_file", "file"), ("merges_file", "relative"),
+                                       ("fast_tokenizer_files", "up")])
+def test_a_tokenizer_config_naming_a_file_outside_the_folder_is_refused_unread(checkpoint, tmp_path, monkeypatch,
+                                                                               key, kind):
+    """transformers opens a tokenizer config's `tokenizer_file`, `vocab_file`, ... as given (relative to the current
+    folder) in place of the folder's own file: a copied folder could read any file, or hang on a FIFO."""
+    outside = tmp_path / "outside"
+    if kind == "fifo":
+        os.mkfifo(outside)  # opened by transformers, the load would wait forever for a writer
+    else:
+        shutil.copy(checkpoint / "tokenizer.json", outside)  # a valid tokenizer, so it would load unnoticed
+    monkeypatch.chdir(tmp_path)
+    # "relative": opened from the current folder; "up": a name transformers looks up in the model folder
+    named = {"relative": "outside", "up": f"../{tmp_path.name}/tokenizer.1.0.json"}.get(kind, str(outside))
+    edit_json(checkpoint / "tokenizer_config.json", **{key: [named] if kind == "up" else named})
+    message = refusal(checkpoint)
+    assert message == (f"{checkpoint / 'tokenizer_config.json'}: its {key} names {named}, which is not a file of the "
+                       f"folder; a model folder may only use its own files (remove the entry)")
+
+
+def test_legacy_file_entries_and_the_folders_own_files_still_load(checkpoint):
+    """Entries transformers finds by their standard names whatever the config says (stale paths in them are common
+    in hub folders), and a path to the folder's own file, are not refused."""
+    edit_json(checkpoint / "tokenizer_config.json", special_tokens_map_file="/home/someone/special_tokens_map.json",
+              tokenizer_file=str(checkpoint / "tokenizer.json"), added_tokens_file=None)
+    assert len(TorchPredictor.load(checkpoint).predict(["a", "b c"])) == 2
+
+
+def test_a_tokenizer_that_cannot_encode_text_is_refused_at_load(checkpoint):
+    """A WordPiece vocabulary without its unknown token loads, then fails on the first word it does not know: the
+    load encodes a probe text, so that failure is one error now, not a traceback at the first prediction."""
+    (checkpoint / "tokenizer.json").unlink()
+    (checkpoint / "vocab.txt").write_text("\n".join(["[PAD]", "[CLS]", "[SEP]", "[MASK]", "hello"]) + "\n")
+    edit_json(checkpoint / "tokenizer_config.json", tokenizer_class="BertTokenizer", unk_token="[NOPE]")
+    edit_json(checkpoint / "special_tokens_map.json", unk_token="[NOPE]")
+    message = refusal(checkpoint)
+    assert message.startswith(f"tokenizer for '{checkpoint}' could not be loaded (")
+    assert "[UNK]" in message or "[NOPE]" in message
 
 
 def test_a_good_checkpoint_still_loads_and_predicts(checkpoint):

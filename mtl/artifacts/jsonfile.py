@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from mtl.artifacts.publish import write_output_file
+from mtl.artifacts.reports import write_output_file
 
 MAX_JSON_BYTES = 8 * 1024 * 1024  # a manifest or config is kilobytes; reports of a long bench run stay far below
 MAX_DEPTH = 64  # the deepest file the tool writes nests 6 levels

@@ -331,6 +331,10 @@ def _check_consistent(path: Path, manifest: Manifest) -> None:
         if set(variant.files.heads) != names:
             raise ManifestError(f"{path}: variant {precision} has heads for {sorted(variant.files.heads)}, "
                                 f"but the tasks are {sorted(names)}")
+        graphs = [str(PurePosixPath(name)) for name in variant.files.all()]  # "a//b.onnx" is "a/b.onnx"
+        twice = next((name for name in graphs if graphs.count(name) > 1), None)
+        if twice is not None:  # one file cannot be two graphs of different inputs and outputs
+            raise ManifestError(f"{path}: variant {precision} names {twice} for two of its graphs")
     if set(manifest.heads) != names:
         raise ManifestError(f"{path}: graphs.heads lists {sorted(manifest.heads)}, but the tasks are {sorted(names)}")
     try:

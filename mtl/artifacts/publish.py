@@ -7,13 +7,7 @@ A staging folder holds an owner file with the process id that builds it; one who
 killed run and is removed by the next run that publishes to the same target. A process that builds an artifact
 first claims its target (`claimed`): a second process that would write the same target is refused, naming the first.
 
-A report file (`--json`, `--markdown`, `--plot`) goes where the user pointed, whatever is at the path
-(`write_output_file`, checked before the work by `check_output_file`): a regular file, or a path where nothing is
-yet, is replaced whole by renaming a temporary file over it; a symbolic link is followed and its target replaced
-so (the link stays, the file it names gets the report); a FIFO, a character device (`/dev/null`) or an open file
-descriptor (`/dev/stdout`, `/dev/fd/N`) is written through, never replaced. A link's target is replaced by rename
-too, not rewritten in place: the link is only how the user says where, and the file behind it deserves what any
-report file gets (a reader never sees half of it, a full disk leaves the old one); its permissions are kept.
+A report file (`--json`, `--markdown`, `--plot`) is written by `mtl.artifacts.reports`, with the same errors.
 """
 
 from __future__ import annotations
@@ -25,11 +19,9 @@ import os
 import re
 import shutil
 import stat
-import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from mtl.errors import OutputError, UserError
@@ -44,11 +36,29 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def check_target(target: Path, kind: str, is_ours: Callable[[Path], bool], overwrite: bool,
-                 error: type[UserError], overwrite_hint: str = "pass --overwrite to replace it") -> None:
+                 error: type[UserError], overwrite_hint: str = "pass --overwrite to replace it",
+                 renamed: bool = True, inputs: Iterable[Path | str | None] = ()) -> None:
     """`target` may be written: it is absent or empty, or it holds an artifact of this `kind` (as `is_ours` tells)
     and `overwrite` is set; and its folder can be written. Otherwise one error naming the folder and what would be
-    valid. Called before any long work, so a mistake costs no waiting."""
+    valid. Called before any long work, so a mistake costs no waiting. A target that is `renamed` into place (not
+    filled where it is) cannot be the current folder or one above it: no folder can be renamed over those; nor
+    may it hold one of the command's `inputs` (a data file the user keeps in an old model's folder), which the new
+    artifact would delete."""
     check_writable(target)
+    parent = next((folder for folder in Path(target).absolute().parents if folder.exists()), Path("/"))
+    try:  # the one sure test (root passes every access() check, and /proc or /sys refuse new names anyway)
+        os.rmdir(tempfile.mkdtemp(prefix=".mtl-onnx-probe.", dir=parent))
+    except OSError as err:
+        raise OutputError(f"{target}: cannot be written, no folder can be created in {parent} "
+                          f"({err.strerror})") from None
+    here, real = Path.cwd().resolve(), Path(target).resolve()
+    if renamed and real in (here, *here.parents):  # `--output .`, `--output ''`, `--output ..`
+        raise error(f"{target}: is the current folder or one above it; the {kind} is published by renaming a new "
+                    f"folder into place, so name a folder inside it instead (e.g. {Path(target) / 'onnx'})")
+    for given in filter(None, inputs if renamed else ()):
+        if Path(os.path.realpath(given)).is_relative_to(real):
+            raise error(f"{given}: is an input of this command, and the new {kind} would replace {target} whole; "
+                        f"choose another output folder")
     if target.exists() and not target.is_dir():
         raise error(f"{target}: exists and is not a folder")
     if not target.is_dir() or not any(target.iterdir()):
@@ -64,6 +74,11 @@ def check_writable(target: Path) -> None:
     file, a folder this process may not write in."""
     target = Path(target)
     if target.is_symlink() and not target.exists():
+        try:
+            os.stat(target)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise OutputError(f"{target}: is a loop of symbolic links; name a folder or a file instead") from None
         raise OutputError(f"{target}: is a symbolic link to {os.readlink(target)}, which does not exist")
     parent = target.absolute().parent
     while not parent.exists():
@@ -82,7 +97,7 @@ def new_staging(target: Path, where: Path | None = None, name: str | None = None
     published). `name` gives it a fixed name (a training run's, so that --resume finds it); stale staging folders
     of the same target are removed first."""
     where = target.parent if where is None else where
-    with _writing(where):
+    with writing(where):
         where.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(target, where)
         if name is None:
@@ -90,7 +105,7 @@ def new_staging(target: Path, where: Path | None = None, name: str | None = None
         else:
             staging = where / name
             staging.mkdir()
-        staging.chmod(0o777 & ~_umask())
+        staging.chmod(0o777 & ~umask())
         (staging / OWNER_FILE).write_text(str(os.getpid()), encoding="ascii")
     return staging
 
@@ -130,7 +145,7 @@ def publish(staging: Path, target: Path) -> None:
     """Rename `staging` into place as `target`. An old target is moved aside first and removed only once the new
     one is in place; if a rename fails, the old one is put back as it was."""
     (staging / OWNER_FILE).unlink(missing_ok=True)
-    with _writing(target):
+    with writing(target):
         if not (target.is_dir() and any(target.iterdir())):
             if target.is_dir():
                 target.rmdir()
@@ -155,7 +170,7 @@ def staged(target: Path, where: Path | None = None) -> Iterator[Path]:
     with claimed(target):
         staging = new_staging(target, where)
         try:
-            with _writing(target):
+            with writing(target):
                 yield staging
             publish(staging, target)
         except BaseException:
@@ -198,11 +213,11 @@ def claimed(target: Path, where: Path | None = None) -> Iterator[None]:
 
 
 def _take_lock(lock: Path, target: Path) -> int:
-    with _writing(lock):
+    with writing(lock):
         lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
         try:
-            handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~_umask())
+            handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~umask())
         except OSError as err:  # a symbolic link planted there (ELOOP), a read-only place
             raise OutputError(f"{lock}: the lock of {target} cannot be taken ({err.strerror})") from None
         try:
@@ -236,145 +251,8 @@ def _same_file(handle: int, path: Path) -> bool:
     return (opened.st_dev, opened.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
-# The /proc folder of a process's open file descriptors; /dev/fd, /dev/stdout and /proc/self/fd lead there.
-_DESCRIPTOR_FOLDER = re.compile(r"/proc/(\d+)(?:/task/\d+)?/fd")
-
-
-@dataclass(frozen=True)
-class _Destination:
-    """Where a report goes: `path` is replaced whole (a regular file or nothing yet, links followed), or written
-    through (a FIFO, a character device, an open descriptor; `descriptor` when it is this process's own)."""
-
-    path: Path
-    through: bool = False
-    descriptor: int | None = None
-
-
-def check_output_file(path: Path) -> None:
-    """One `OutputError` if a report could not be written to `path`, for the CLI to call before the work: a
-    folder, a block device or socket, a closed descriptor, a dangling link, a read-only file, or a folder where no
-    file can be created (a read-only file system, /proc, /sys). A full disk can only show when it is written."""
-    destination = _destination(Path(path))
-    if destination.through:
-        if not os.access(path, os.W_OK):
-            raise OutputError(f"{path}: is not writable")
-        return
-    real = destination.path
-    if real.exists() and not os.access(real, os.W_OK):
-        raise OutputError(f"{path}: is read-only")
-    folder = real.parent
-    while not folder.exists():
-        folder = folder.parent
-    try:  # the one sure test that a temporary file can be made beside it (root passes every access() check)
-        handle, probe = tempfile.mkstemp(prefix=".mtl-onnx-probe.", dir=folder)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot be written, no file can be created in {folder} ({err.strerror})") from None
-
-
-def write_output_file(path: Path, data: bytes | str) -> None:
-    """Write a report (bytes, or text as UTF-8) where the user pointed, as the module says: a file is replaced
-    whole or not at all, a FIFO or device is written through. Any failure is one `OutputError` naming `path`."""
-    path = Path(path)
-    data = data.encode("utf-8") if isinstance(data, str) else data
-    destination = _destination(path)
-    with _writing(path, every_errno=True):
-        if destination.through:
-            _write_through(destination, data)
-        else:
-            _replace_file(destination.path, data)
-
-
-def _destination(path: Path) -> _Destination:
-    descriptor = _descriptor_entry(path)
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        if descriptor is not None:
-            raise OutputError(f"{path}: names file descriptor {descriptor.name}, which is not open") from None
-        check_writable(path)  # a dangling link, a parent that is a file
-        return _Destination(Path(os.path.realpath(path)))
-    except OSError as err:  # a loop of links, a folder that cannot be searched
-        raise OutputError(f"{path}: cannot be written ({err.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise OutputError(f"{path}: is a folder, not a file")
-    if descriptor is not None:
-        own = descriptor.parts[2] == str(os.getpid())  # /proc/PID/...
-        return _Destination(path, through=True, descriptor=int(descriptor.name) if own else None)
-    if stat.S_ISREG(mode):
-        return _Destination(Path(os.path.realpath(path)))
-    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-        return _Destination(path, through=True)
-    kind = "block device (a disk)" if stat.S_ISBLK(mode) else "socket" if stat.S_ISSOCK(mode) else "special file"
-    raise OutputError(f"{path}: is a {kind}; a report is written to a file, a FIFO or a character device "
-                      f"such as /dev/stdout")
-
-
-def _descriptor_entry(path: Path) -> Path | None:
-    """The /proc/PID/fd/N entry `path` leads to when it names an open file descriptor (/dev/stdout, /dev/fd/3,
-    /proc/self/fd/1, a link to one), else None. Such a path is written through even when the descriptor is a
-    regular file: replacing that file would cut it from the shell's redirection (`> out.json`)."""
-    current = Path(os.path.abspath(path))
-    for _ in range(40):  # the kernel's own limit on the links one path may follow
-        folder = os.path.realpath(current.parent)
-        if _DESCRIPTOR_FOLDER.fullmatch(folder) and current.name.isdigit():
-            return Path(folder) / current.name
-        if not current.is_symlink():
-            return None
-        current = Path(os.path.abspath(os.path.join(folder, os.readlink(current))))
-    return None
-
-
-def _write_through(destination: _Destination, data: bytes) -> None:
-    if destination.descriptor is not None:  # this process's own: write at its offset, after what it printed
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                if stream.fileno() == destination.descriptor:
-                    stream.flush()
-        _write_all(destination.descriptor, data)
-        return
-    # A FIFO's open waits for its reader, as the shell's `>` does. O_APPEND: a descriptor of another process
-    # that is a regular file keeps what that process wrote before.
-    handle = os.open(destination.path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        if stat.S_ISREG(os.fstat(handle).st_mode) and _descriptor_entry(destination.path) is None:
-            raise OutputError(f"{destination.path}: became a regular file while it was written; run again")
-        _write_all(handle, data)
-    finally:
-        os.close(handle)
-
-
-def _write_all(handle: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(handle, view):]
-
-
-def _replace_file(real: Path, data: bytes) -> None:
-    """A temporary file beside `real`, flushed to disk and renamed over it: readers see the old report or the new
-    one, never half of one, and a failure (a full disk) leaves the old one. A replaced file keeps its permissions;
-    a new one gets what a plain open gives under the umask (mkstemp makes 0600)."""
-    real.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = stat.S_IMODE(os.stat(real).st_mode)
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    handle, temporary = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, real)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 @contextlib.contextmanager
-def _writing(target: Path, every_errno: bool = False) -> Iterator[None]:
+def writing(target: Path, every_errno: bool = False) -> Iterator[None]:
     """A full disk, an exceeded quota or a read-only file system becomes one line naming the output; with
     `every_errno` (a report file, where any OSError is the place's, not the tool's: a closed pipe, EIO), any."""
     try:
@@ -386,7 +264,7 @@ def _writing(target: Path, every_errno: bool = False) -> Iterator[None]:
         raise OutputError(f"{target}: cannot be written ({reason})") from None
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)  # the only portable way to read it is to set it, so set it straight back
     os.umask(mask)
     return mask

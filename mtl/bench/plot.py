@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from mtl.artifacts.publish import write_output_file
+from mtl.artifacts.reports import write_output_file
 from mtl.bench.backends import INSTALL, text_paddings
 from mtl.bench.records import Report, Row
 from mtl.bench.stats import geometric_mean

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Iterator
 
 from mtl.artifacts.jsonfile import write_json as write_json_file
-from mtl.artifacts.publish import write_output_file
+from mtl.artifacts.reports import write_output_file
 from mtl.bench.backends import PLAIN_INT8, Backend
 from mtl.bench.records import Report, Row
 from mtl.bench.stats import P99_MIN_RUNS, tail_latency
+from mtl.text import printable
 
 Section = tuple[str, list[str], list[list[str]]]  # title, column headers, rows of cells
 
@@ -194,18 +195,20 @@ def rich_tables(report: Report, outcome: bool = True) -> list:
     from rich.table import Table
     from rich.text import Text
 
+    # Every string as Text, escaped: titles and cells hold paths and names from the user's files (a corpus named
+    # "[red]x" or holding an escape sequence), which rich would otherwise read as markup and a terminal act on.
     out: list = []
     for title, headers, rows in sections(report):
-        table = Table(title=title, title_justify="left")
+        table = Table(title=Text(printable(title)), title_justify="left")
         for index, header in enumerate(headers):
             table.add_column(header, justify="left" if _text_column(index, header) else "right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(Text(printable(str(cell))) for cell in row))
         out.append(table)
     if report.rows:
-        out += [Text(line) for line in legend_lines(report)]
-    out += [Text(line, style="dim") for line in environment_lines(report)]
-    out += [Text(line, style="yellow") for line in status_lines(report, outcome)]
+        out += [Text(printable(line)) for line in legend_lines(report)]
+    out += [Text(printable(line), style="dim") for line in environment_lines(report)]
+    out += [Text(printable(line), style="yellow") for line in status_lines(report, outcome)]
     return out
 
 

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from mtl.artifacts.publish import check_output_file
-from mtl.cli.options import LabelField, TextField, console, setup_logging, user_errors
+from mtl.artifacts.reports import check_output_file
+from mtl.cli.options import LabelField, TextField, check_stdout, console, setup_logging, shown, user_errors
 
 if TYPE_CHECKING:
     from mtl.bench.records import Report
@@ -80,9 +79,13 @@ def bench(
     """Latency, throughput, memory, cold start and accuracy of PyTorch against ONNX Runtime on one model (and
     sentence-transformers' ONNX backend on the same encoder, where the peer extra is installed)."""
     with user_errors():
+        validation = _bench_validation(validation_data)
+        inputs = [model, checkpoint, onnx, corpus, *(validation.values() if isinstance(validation, dict) else [])]
         for path in (json_out, markdown, plot):
             if path is not None:
-                check_output_file(path)  # before the bench, not after minutes of it
+                check_output_file(path, inputs)  # before the bench, not after minutes of it
+        if not (json_out or markdown or plot):
+            check_stdout("the bench's tables")
         from mtl.bench import report as bench_report
         from mtl.bench.harness import run_bench
         from mtl.bench.plan import BenchOptions, assign_model_folder, parse_ints, plan_bench
@@ -94,7 +97,7 @@ def bench(
             sequence_lengths=parse_ints(seq_lengths, "--seq-lengths"), warmup=warmup, runs=runs,
             max_cell_seconds=max_cell_seconds, corpus=corpus, text_field=text_field, corpus_limit=corpus_limit,
             text_batch_size=text_batch_size, text_runs=text_runs,
-            validation_data=_bench_validation(validation_data),
+            validation_data=validation,
             validation_limit=validation_limit, label_field=label_field, cold_start=cold_start, cold_runs=cold_runs,
             plot=plot, isolate=not in_process,
         ))
@@ -134,4 +137,4 @@ def write_bench_outputs(result: Report, json_out: Optional[Path], markdown: Opti
         write_plot(result, plot)
     for path in (json_out, markdown, plot):
         if path:
-            console.print(f"wrote [bold]{escape(str(path))}[/bold]")
+            console.print(f"wrote [bold]{shown(path)}[/bold]")

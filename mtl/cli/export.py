@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from mtl.cli.options import (
     CheckpointArg,
@@ -20,9 +19,9 @@ from mtl.cli.options import (
     TrustRemoteCode,
     console,
     setup_logging,
+    shown,
     user_errors,
 )
-from mtl.text import printable
 
 
 def export(
@@ -83,7 +82,7 @@ def export(
             model = write_triton_repository(result.output, triton, device=triton_device.value,
                                             precision=triton_precision.value,
                                             overwrite=overwrite)
-            console.print(f"Triton model repository in [bold]{escape(str(model))}[/bold] (config.pbtxt validated)")
+            console.print(f"Triton model repository in [bold]{shown(model)}[/bold] (config.pbtxt validated)")
 
 
 def run_export(checkpoint: Path, output: Path, options):
@@ -93,7 +92,7 @@ def run_export(checkpoint: Path, output: Path, options):
     from mtl.export import export_checkpoint
 
     def step_done(message: str, seconds: float) -> None:
-        console.print(f"[green]✓[/green] {escape(message)} [dim]({seconds:.1f} s)[/dim]", highlight=False)
+        console.print(f"[green]✓[/green] {shown(message)} [dim]({seconds:.1f} s)[/dim]", highlight=False)
 
     with console.status("exporting"):
         result = export_checkpoint(checkpoint, output, options, on_step=step_done)
@@ -102,8 +101,8 @@ def run_export(checkpoint: Path, output: Path, options):
     if accuracy is not None:
         Console().print(accuracy)
     for note in result.notes:  # a note may name a path from the checkpoint's own record: no raw control characters
-        console.print(f"[yellow]note:[/yellow] {escape(printable(note))}")
-    console.print(f"exported to [bold]{escape(str(result.output))}[/bold] in {result.seconds:.0f} s")
+        console.print(f"[yellow]note:[/yellow] {shown(note)}")
+    console.print(f"exported to [bold]{shown(result.output)}[/bold] in {result.seconds:.0f} s")
     return result
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,7 +18,7 @@ from rich.markup import escape
 
 from mtl.artifacts.manifest import DEVICES, EXECUTIONS, PRECISION_CHOICES
 from mtl.config import CLASS_WEIGHTINGS, POOLING_MODES, SAMPLING_MODES, TRAIN_PRECISIONS
-from mtl.errors import UserError
+from mtl.errors import OutputError, UserError
 from mtl.export.options import INT8_TARGETS, TRITON_DEVICES
 from mtl.text import printable
 
@@ -70,6 +71,20 @@ def user_errors():
             console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         raise
+
+
+def shown(value: object) -> str:
+    """A path or name from the user or a folder, ready for a rich markup string: escape sequences and control
+    characters escaped (`printable`), and brackets that rich would read as markup escaped too."""
+    return escape(printable(str(value)))
+
+
+def check_stdout(what: str) -> None:
+    """One error before any work when standard output, which carries `what`, is closed (`>&-`): Python then has
+    no stdout at all, and the results would be lost (or end in a traceback at the first write)."""
+    if sys.stdout is None:
+        raise OutputError(f"standard output is closed, so {what} would be lost; send it to a file or /dev/null "
+                          f"instead of closing it")
 
 
 def _printable_record(record: logging.LogRecord) -> bool:

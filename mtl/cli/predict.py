@@ -21,7 +21,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from mtl.artifacts.publish import check_output_file
+from mtl.artifacts.reports import check_output_file
 from mtl.cli.options import (
     BatchSizeOption,
     DeviceOption,
@@ -32,6 +32,7 @@ from mtl.cli.options import (
     TextField,
     ThreadsOption,
     TrustRemoteCode,
+    check_stdout,
     console,
     setup_logging,
     user_errors,
@@ -68,7 +69,9 @@ def evaluate(
 
         files = parse_named_files(task, "--task")
         if json_out:
-            check_output_file(json_out)  # before the model is loaded and every file scored
+            check_output_file(json_out, [checkpoint, *files.values()])  # before the model is loaded and scored
+        else:
+            check_stdout("the metrics table")
         predictor = _load_predictor(checkpoint, precision, device, False, threads, "fused", trust_remote_code)
         for name in files:
             predictor.config.task(name)  # unknown task: fail before any work
@@ -109,6 +112,7 @@ def predict(
 
         if not texts and not file:
             raise ConfigError("no input: give texts as arguments or --file (use --file - for stdin)")
+        check_stdout("the predictions")
         fmt = getattr(input_format, "value", input_format)
         sources = [_located(path, open_rows(path, text_field, fmt=fmt)) for path in file or []]  # a bad file fails now
         predictor = _load_predictor(checkpoint, precision, device, fallback_cpu, threads, execution,

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from mtl.artifacts.jsonfile import read_json, write_json
 from mtl.artifacts.publish import check_target, claimed
 from mtl.cli.bench import run_quick_bench
 from mtl.cli.export import run_export
-from mtl.cli.options import console, user_errors
+from mtl.cli.options import console, shown, user_errors
 from mtl.cli.train import run_training
 from mtl.config import DEFAULT_BACKBONE, TrainConfig
 from mtl.data.files import demo_task_files
@@ -36,7 +35,8 @@ def quickstart(
         config = TrainConfig(output_dir=str(model_dir), epochs=epochs, max_steps=max_steps, encoder_lr=5e-5,
                              batch_size=16, grad_accumulation=2, logging_steps=10)
         task_files = demo_task_files()
-        check_target(output, "quickstart folder", _is_quickstart, overwrite=True, error=ConfigError)
+        check_target(output, "quickstart folder", _is_quickstart, overwrite=True, error=ConfigError,
+                     renamed=False)  # filled where it is: its parts are published inside it
         undo = _UndoOnFailure(output)  # taken before the claim, which makes the folder it sits in
         with claimed(output):
             with undo:
@@ -56,11 +56,11 @@ def quickstart(
                 console.rule("3/3 bench: PyTorch against ONNX Runtime on this machine")
                 run_quick_bench(model_dir, onnx_dir, output)
             console.rule("done")
-            console.print(f"checkpoint: [bold]{escape(str(model_dir))}[/bold]")
+            console.print(f"checkpoint: [bold]{shown(model_dir)}[/bold]")
             if export:
                 console.print(
-                    f"ONNX export: [bold]{escape(str(onnx_dir))}[/bold] (runs with onnxruntime + tokenizers only)")
-                console.print(f"next: mtl-onnx predict {escape(str(onnx_dir))} \"Stocks rallied after the rate cut.\"")
+                    f"ONNX export: [bold]{shown(onnx_dir)}[/bold] (runs with onnxruntime + tokenizers only)")
+                console.print(f"next: mtl-onnx predict {shown(onnx_dir)} \"Stocks rallied after the rate cut.\"")
 
 
 QUICKSTART_MARKER = "quickstart.json"

@@ -18,6 +18,7 @@ from mtl.cli.options import (
     TrustRemoteCode,
     console,
     setup_logging,
+    shown,
     user_errors,
 )
 from mtl.config import DEFAULT_BACKBONE, TrainConfig
@@ -133,7 +134,7 @@ def run_training(task_files, config, backbone, pooling, max_length, text_field, 
     console.print(
         f"trained on {result.examples_seen:,} sampled examples (of {result.dataset_examples:,}) in "
         f"{result.wall_seconds:.0f} s "
-        f"({result.examples_per_second:.1f} examples/s); model saved in [bold]{result.output}[/bold]"
+        f"({result.examples_per_second:.1f} examples/s); model saved in [bold]{shown(result.output)}[/bold]"
     )
     return result
 

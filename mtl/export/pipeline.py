@@ -91,7 +91,8 @@ def export_checkpoint(checkpoint: Path, output: Path, options: ExportOptions | N
     started = time.perf_counter()
     options = (options or ExportOptions()).checked()
     output = Path(output)
-    check_target(output, "export", is_export_folder, options.overwrite, ExportError)
+    check_target(output, "export", is_export_folder, options.overwrite, ExportError,
+                 inputs=[checkpoint, *options.validation_data.values()])
     with claimed(output):  # a second export into the same folder is refused now, not overwritten at the end
         folder = check_checkpoint(checkpoint)
         config = read_model_config(folder)

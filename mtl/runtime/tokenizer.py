@@ -14,11 +14,9 @@ from tokenizers import Encoding, Tokenizer
 from mtl.data.files import check_texts
 from mtl.errors import RuntimeLoadError
 from mtl.runtime.files import PinnedFile
+from mtl.text import PROBE_TEXT
 
 MAX_TOKENIZER_BYTES = 100 * 1024 * 1024  # the largest real ones (multilingual, 250k tokens) are about 17 MB
-# Encoded once at load: letters, digits, punctuation, an apostrophe, accents, CJK, an emoji, a tab and a newline,
-# so that every branch of a pre-tokenizer's regex runs before a user's text does.
-PROBE_TEXT = "Hello, world! It's 2026: naïve café, 東京 🙂\tdone.\n"
 
 # A text longer than this many characters per kept token is tokenized from a prefix first (see `_encode_long`).
 CHARS_PER_TOKEN = 32

@@ -1,5 +1,5 @@
 """Where a training run writes, settled before any heavy work: the output folder (a symbolic link is followed, so the
-model lands in the folder it names and the link stays, as `mtl.artifacts.publish` treats a report path that is a
+model lands in the folder it names and the link stays, as `mtl.artifacts.reports` treats a report path that is a
 link), the run folder beside it that holds the Trainer's checkpoints, and which checkpoint `--resume` continues
 from (the newest complete one: a save cut short by a full disk or a kill is skipped). No torch."""
 
@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mtl.artifacts.checkpoint import CHECKPOINTS_DIR, is_checkpoint
@@ -79,14 +79,15 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
-def check_output_dir(output: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to replace a folder that is not one of this tool's models, or a model without --overwrite; check
-    the folder can be written. Nothing is deleted here: an old model is replaced only when the new one is done."""
+def check_output_dir(output: Path, overwrite: bool, resume: bool, inputs: Iterable[Path | str | None] = ()) -> None:
+    """Refuse to replace a folder that is not one of this tool's models, or a model without --overwrite, or one
+    that holds an input of the run; check the folder can be written. Nothing is deleted here: an old model is
+    replaced only when the new one is done."""
     if resume:
         check_writable(output)
         return
     check_target(output, "model", is_checkpoint, overwrite, ConfigError,
-                 "pass --overwrite to replace it or --resume to continue")
+                 "pass --overwrite to replace it or --resume to continue", inputs=inputs)
 
 
 def run_folder(output: Path) -> Path:

@@ -127,7 +127,8 @@ def train(
     if unknown:
         raise ConfigError(f"cannot freeze unknown head(s) {', '.join(unknown)}; valid: {', '.join(names)}")
     config.task_weight_list(names)  # unknown tasks, every weight 0: refused before anything is written
-    check_output_dir(output, overwrite, resume)
+    data = [path for files in task_files for path in (files.train, files.validation)]
+    check_output_dir(output, overwrite, resume, [*data, backbone if Path(backbone).exists() else None])
     start_from = resume_point(output) if resume else None
     # Heavy imports only once the inputs are known to be good.
     import transformers

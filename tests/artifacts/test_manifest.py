@@ -91,6 +91,11 @@ BAD_VALUES = {
     "variant-file-a-number": ("variants:fp32:files:model", 3, "variants.fp32.files.model must be a string"),
     "variant-file-outside": ("variants:fp32:files:model", "/etc/passwd", "outside the export folder"),
     "variants-empty": ("variants", {}, "lists no variants"),
+    # One file cannot be two graphs: the fused graph named as the encoder would load, then fail or embed wrongly.
+    "file-for-two-graphs": ("variants:fp32:files:encoder", "model.onnx", "variant fp32 names model.onnx for two of "
+                                                                        "its graphs"),
+    "file-for-two-heads": ("variants:fp32:files:heads:sentiment", "heads/./topic.onnx", "variant fp32 names "
+                                                                                        "heads/topic.onnx for two"),
     "digest-not-hex": ("files:model.onnx:sha256", "x" * 64, "files.model.onnx.sha256 is 'xxxx"),
     "digest-size-float": ("files:model.onnx:size", 1.0, "files.model.onnx.size must be a whole number"),
     "digest-missing": ("files:model.onnx", DELETE, "records no size and sha256 for model.onnx"),

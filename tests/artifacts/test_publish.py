@@ -23,9 +23,9 @@ from mtl.artifacts.publish import (
     remove_stale_staging,
     staged,
     staging_owner,
-    write_output_file,
 )
-from mtl.errors import ConfigError, OutputError
+from mtl.artifacts.reports import write_output_file
+from mtl.errors import ConfigError, OutputError, UserError
 
 
 def is_ours(folder):
@@ -58,6 +58,24 @@ def test_foreign_or_existing_folders_are_refused_without_overwrite(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="exists and is not a folder"):
         check_target(tmp_path / "file", "thing", is_ours, overwrite=True, error=ConfigError)
+
+
+@pytest.mark.parametrize("named, cwd", [(".", ""), ("", ""), ("..", "inner"), ("inner/..", "")])
+def test_the_current_folder_or_one_above_is_refused_as_a_renamed_target(tmp_path, monkeypatch, named, cwd):
+    """`export --output .` (or '', .., inner/..) cannot be renamed into place: one line before the work, even for
+    an empty folder (it used to end in a traceback from the rename, after the whole export)."""
+    (tmp_path / "empty" / "inner").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "empty" / cwd)
+    with pytest.raises(ConfigError) as refused:
+        check_target(Path(named), "export", is_ours, overwrite=True, error=ConfigError)
+    assert str(refused.value) == (f"{Path(named)}: is the current folder or one above it; the export is published by "
+                                  f"renaming a new folder into place, so name a folder inside it instead (e.g. "
+                                  f"{Path(named) / 'onnx'})")
+
+
+def test_a_target_filled_where_it_is_may_be_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    check_target(Path("."), "quickstart folder", is_ours, overwrite=True, error=ConfigError, renamed=False)
 
 
 def test_unwritable_targets_are_one_line_before_any_work(tmp_path):
@@ -154,3 +172,41 @@ def test_json_files_are_written_whole_and_never_hold_nan(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
     with pytest.raises(OutputError, match="is a folder"):
         write_output_file(tmp_path, "x")
+
+
+def test_a_target_holding_an_input_of_the_command_is_refused(tmp_path):
+    """`train -t topic=runs/model/mine.jsonl -o runs/model --overwrite` (or `export CK --output CK`) would delete
+    the input with the old folder when the new one is published: refused before the work, the input untouched."""
+    ours = make_artifact(tmp_path / "ours")
+    data = ours / "mine.jsonl"
+    data.write_text("kept")
+    for given in (data, ours, str(tmp_path / "link")):
+        (tmp_path / "link").unlink(missing_ok=True)
+        (tmp_path / "link").symlink_to(data)
+        with pytest.raises(ConfigError) as refused:
+            check_target(ours, "thing", is_ours, overwrite=True, error=ConfigError, inputs=[None, given])
+        assert str(refused.value) == (f"{given}: is an input of this command, and the new thing would replace {ours} "
+                                      f"whole; choose another output folder")
+    assert data.read_text() == "kept"
+    check_target(ours, "thing", is_ours, overwrite=True, error=ConfigError, inputs=[tmp_path / "elsewhere.jsonl"])
+    check_target(ours / "inner", "thing", is_ours, overwrite=True, error=ConfigError, inputs=[ours])  # beside, not over
+
+
+def test_a_loop_of_links_as_the_target_is_named_as_one(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OutputError, match="^.*/a: is a loop of symbolic links; name a folder or a file instead$"):
+        check_target(tmp_path / "a", "thing", is_ours, overwrite=True, error=ConfigError)
+
+
+@pytest.mark.parametrize("target", ["/proc/mtl-export", "/sys/mtl-export/deeper", "/"])
+def test_a_place_where_no_folder_can_be_made_is_one_line_before_the_work(target):
+    """Root passes every access() check: /proc and /sys used to pass too, and fail only at the claim or the
+    publish, after the work."""
+    with pytest.raises(UserError) as refused:
+        check_target(Path(target), "thing", is_ours, overwrite=False, error=ConfigError)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{target}: ")
+    # as root (which passes every access() check) / as a user
+    assert any(reason in message for reason in ("no folder can be created in", "is not writable",
+                                                "is the current folder", "not empty"))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mtl.artifacts import publish as publishing
-from mtl.artifacts.publish import check_output_file, write_output_file
+from mtl.artifacts import reports as reporting
+from mtl.artifacts.reports import check_output_file, write_output_file
 from mtl.errors import OutputError
 
 TIMEOUT = 30  # seconds a FIFO's reader or writer may take before the test calls it a hang
@@ -103,7 +103,7 @@ def test_dev_fd_n_writes_into_that_descriptor():
             os.close(write_end)
 
 
-WRITE_TO_STDOUT = ("from mtl.artifacts.publish import check_output_file, write_output_file\n"
+WRITE_TO_STDOUT = ("from mtl.artifacts.reports import check_output_file, write_output_file\n"
                    "check_output_file('/dev/stdout')\n"
                    "print('printed before', flush=True)\n"
                    "write_output_file('/dev/stdout', 'REPORT\\n')\n"
@@ -124,7 +124,7 @@ def test_dev_stdout_is_written_in_order_into_a_pipe_and_into_a_redirected_file(t
 
 
 def test_a_closed_stdout_is_one_line():
-    code = ("import os\nos.close(1)\nfrom mtl.artifacts.publish import check_output_file\nfrom mtl.errors import "
+    code = ("import os\nos.close(1)\nfrom mtl.artifacts.reports import check_output_file\nfrom mtl.errors import "
             "OutputError\ntry:\n    check_output_file('/dev/stdout')\nexcept OutputError as err:\n"
             "    raise SystemExit(f'refused: {err}')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -175,7 +175,7 @@ def test_a_full_disk_while_writing_leaves_the_old_report(tmp_path, monkeypatch):
     def full(handle):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(publishing.os, "fsync", full)  # where a delayed allocation reports the full disk
+    monkeypatch.setattr(reporting.os, "fsync", full)  # where a delayed allocation reports the full disk
     with pytest.raises(OutputError) as refused:
         write_output_file(path, "x" * 100_000)
     assert one_line(refused) == f"{path}: cannot be written (No space left on device)"
@@ -195,7 +195,7 @@ def test_a_full_device_written_through_is_one_line(monkeypatch):
         written.append(real_write(handle, bytes(data[:10])))
         return written[-1]
 
-    monkeypatch.setattr(publishing.os, "write", fills_up)
+    monkeypatch.setattr(reporting.os, "write", fills_up)
     try:
         with pytest.raises(OutputError) as refused:
             write_output_file(Path(f"/dev/fd/{write_end}"), "0123456789 and more")
@@ -261,3 +261,39 @@ def test_bench_checks_every_report_path_before_anything_else(tmp_path, option):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: /proc/version: "), lines
     assert "no file can be created in /proc" in lines[0] or "is read-only" in lines[0]  # as root / as a user
+
+
+def test_a_report_never_replaces_an_input_of_the_command(tmp_path):
+    """`--json` given the data file, a link to it, or a file of the model folder would destroy what was read; a new
+    file beside the model's files is fine."""
+    data = tmp_path / "validation.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n')
+    model = tmp_path / "export"
+    model.mkdir()
+    (model / "manifest.json").write_text("{}")
+    (tmp_path / "link.json").symlink_to(data)
+    for report, shown in ((data, str(data)), (tmp_path / "link.json", str(data)),
+                          (model / "manifest.json", f"a file of {model}")):
+        with pytest.raises(OutputError) as refused:
+            check_output_file(report, [model, data])
+        assert one_line(refused) == f"{report}: is {shown}, an input of this command; the report would replace it, " \
+                                    f"so write it somewhere else"
+    check_output_file(model / "metrics.json", [model, data])
+    check_output_file(tmp_path / "other.json", [model, None, data])
+    assert data.read_text() == '{"text": "a", "label": "x"}\n' and (model / "manifest.json").read_text() == "{}"
+
+
+def test_evaluate_refuses_a_json_path_that_is_its_own_data_before_loading_the_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from mtl.cli import app
+
+    data = tmp_path / "topic.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n')
+    # No model folder at all: the report path is what is refused, so it was checked before the model loaded.
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no-model"), "-t", f"topic={data}", "--json",
+                                      str(data)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {data}: is {data}, an input of this command; the report would replace it, so write it somewhere else"]
+    assert data.read_text() == '{"text": "a", "label": "x"}\n'

@@ -126,3 +126,22 @@ def test_ctrl_c_in_a_backend_keeps_the_finished_rows(monkeypatch):
                                    isolate=False))
     report = run_bench(plan)
     assert report.interrupted and len(report.rows) == 1 and report.rows[0].measured.batch_size == 1
+
+
+def test_the_tables_show_a_corpus_path_escaped_and_not_as_markup():
+    """The corpus path (and every note) comes from the user: an escape sequence in it reaches the terminal escaped,
+    and "[red]" stays text instead of colouring (and vanishing from) the title."""
+    import io
+
+    from rich.console import Console
+
+    hostile = "/data/\x1b[2J\x1b]0;owned\x07\u202e[red]x.jsonl"
+    data = earlier_report()
+    data["settings"]["text"]["source"] = hostile
+    data["notes"] = [f"the corpus {hostile} is small"]
+    shown = io.StringIO()
+    for renderable in bench_report.rich_tables(Report.from_dict(data)):
+        Console(file=shown, width=400).print(renderable)
+    text = shown.getvalue()
+    assert not any(char in text for char in "\x1b\x07\u202e"), repr(text)
+    assert text.count("/data/\\x1b[2J\\x1b]0;owned\\x07\\u202e[red]x.jsonl") == 2

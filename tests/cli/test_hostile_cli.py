@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -302,3 +304,19 @@ def test_quickstart_never_writes_into_a_foreign_folder(tmp_path):
     result = invoke("quickstart", "--output", tmp_path, "--max-steps", "1")
     assert_fails_cleanly(result, "holds no mtl-onnx quickstart folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command, what", [("predict", "the predictions"), ("evaluate", "the metrics table"),
+                                           ("bench", "the bench's tables")])
+def test_a_closed_stdout_is_one_line_before_the_model_loads(tmp_path, command, what):
+    """`>&-`: Python then has no sys.stdout; predict used to end in a traceback, evaluate and bench in exit 0 with
+    their results lost. Each refuses before any work (the model folder given does not even exist)."""
+    data = tmp_path / "topic.jsonl"
+    data.write_text('{"text": "a", "label": "World"}\n')
+    args = {"predict": ["hello"], "evaluate": ["-t", f"topic={data}"], "bench": []}[command]
+    result = subprocess.run([sys.executable, "-m", "mtl.cli", command, str(tmp_path / "no-model"), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                            preexec_fn=lambda: os.close(1))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: standard output is closed, so {what} would be lost; send "
+                                                  f"it to a file or /dev/null instead of closing it"]

@@ -88,3 +88,15 @@ def test_predict_json_output_keeps_the_text_as_data_and_escapes_it(tiny):
 def test_printable_json_is_the_same_data_and_printable(value):
     line = printable_json(json.dumps(value, ensure_ascii=False))
     assert line.isprintable() and json.loads(line) == value
+
+
+def test_paths_in_export_s_progress_and_summary_are_escaped(tiny, tmp_path):
+    """A hostile output folder name ("[red]" and escape sequences) is printed escaped in every line export writes,
+    and its brackets are not read as markup."""
+    output = tmp_path / f"out{HOSTILE}[red]x"
+    result = CliRunner().invoke(app, ["export", str(tiny.checkpoint("bert")), "--output", str(output),
+                                      "--no-recorded-data"])
+    assert result.exit_code == 0, result.output
+    assert_escaped(result.stderr)
+    assert "[red]x" in result.stderr
+
