@@ -219,14 +219,16 @@ class MultitaskModel(nn.Module):
         write_model_config(folder, self.model_config)  # last: a folder with config.json is complete
 
     @classmethod
-    def from_pretrained(cls, folder: Path) -> MultitaskModel:
-        """Rebuild a saved model exactly (in eval mode). No network: everything is in the folder."""
+    def from_pretrained(cls, folder: Path, attn_implementation: str | None = None) -> MultitaskModel:
+        """Rebuild a saved model exactly (in eval mode). No network: everything is in the folder.
+        `attn_implementation` ("eager", "sdpa"; default: the library's choice) changes how, not what, it computes."""
         from transformers import AutoConfig, AutoModel
 
         folder = check_checkpoint(folder)
         config = read_model_config(folder)
         encoder_config = AutoConfig.from_pretrained(folder / ENCODER_CONFIG_DIR)
-        model = cls(config, _drop_pooler(AutoModel.from_config(encoder_config)))
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = cls(config, _drop_pooler(AutoModel.from_config(encoder_config, **kwargs)))
         try:
             weights = load_file(str(folder / WEIGHTS_FILE))
             model.load_state_dict(weights, strict=True)

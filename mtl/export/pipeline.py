@@ -114,7 +114,10 @@ def _load_model(folder: Path, threads: int):
 
     torch.set_num_threads(threads)  # ORT sessions get the same count: the two share the process's cores
     try:
-        model = MultitaskModel.from_pretrained(folder)
+        # Eager attention: ONNX Runtime's transformer optimizer fuses its traced subgraph into Attention nodes (the int8
+        # recipe quantises those); transformers 5's SDPA path traces to a pattern it does not match (tiny BERT: 2
+        # Attention nodes eager, 0 SDPA; on 4.57 both fuse). Every architecture has eager attention.
+        model = MultitaskModel.from_pretrained(folder, attn_implementation="eager")
         tokenizer = load_tokenizer(str(folder))
     except UserError:
         raise
