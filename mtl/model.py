@@ -28,6 +28,7 @@ from mtl.artifacts.encoder_config import num_layers
 from mtl.artifacts.records import prediction_records
 from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.data.batching import length_sorted_batches
+from mtl.data.dataset import PaddingCollator
 from mtl.data.files import check_texts
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
 from mtl.loss import MultitaskLoss
@@ -267,11 +268,12 @@ class TorchPredictor:
         texts = check_texts(texts)
         encoded = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)
         out = {t: np.zeros((len(texts), len(self.config.task(t).labels)), dtype=np.float32) for t in tasks}
+        # Tokenized once, padded per batch as training and the ONNX runtime pad (right, to the longest row): not
+        # tokenizer.pad, which a fast tokenizer warns against after __call__ and which follows its padding_side.
+        collate = PaddingCollator(self.tokenizer.pad_token_id)
         for rows in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
-            batch = self.tokenizer.pad(
-                {name: [encoded[name][i] for i in rows] for name in self.config.input_names}, return_tensors="pt"
-            )
-            logits = self.model.logits_by_task(**dict(batch))
+            batch = collate([{name: encoded[name][i] for name in self.config.input_names} for i in rows])
+            logits = self.model.logits_by_task(**batch)
             for task in tasks:
                 out[task][rows] = logits[task].float().numpy()
         return out
