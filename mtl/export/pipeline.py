@@ -114,10 +114,7 @@ def _load_model(folder: Path, threads: int):
 
     torch.set_num_threads(threads)  # ORT sessions get the same count: the two share the process's cores
     try:
-        # Eager attention: ONNX Runtime's transformer optimizer fuses its traced subgraph into Attention nodes (the int8
-        # recipe quantises those); transformers 5's SDPA path traces to a pattern it does not match (tiny BERT: 2
-        # Attention nodes eager, 0 SDPA; on 4.57 both fuse). Every architecture has eager attention.
-        model = MultitaskModel.from_pretrained(folder, attn_implementation="eager")
+        model = MultitaskModel.from_pretrained(folder, attn_implementation=fusable_attention())
         tokenizer = load_tokenizer(str(folder))
     except UserError:
         raise
@@ -125,6 +122,17 @@ def _load_model(folder: Path, threads: int):
         detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{folder}: the checkpoint cannot be loaded ({detail})") from None
     return model.eval(), tokenizer
+
+
+def fusable_attention() -> str | None:
+    """The attention whose traced graph ONNX Runtime's transformer optimizer fuses into Attention nodes (which the int8
+    recipe quantises); None is the library's default. Where encoders build their masks with masking_utils'
+    `create_bidirectional_mask` (transformers 5) only eager attention is matched: tiny BERT gave 2 Attention nodes
+    eager, 0 SDPA. Before that (4.57) the default SDPA graphs of BERT, RoBERTa and DistilBERT fuse, and DistilBERT's
+    eager one does not. Every architecture has eager attention."""
+    from transformers import masking_utils
+
+    return "eager" if hasattr(masking_utils, "create_bidirectional_mask") else None
 
 
 def _graph_specs(model, config: ModelConfig) -> dict:
