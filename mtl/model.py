@@ -24,13 +24,15 @@ from mtl.artifacts.checkpoint import (
     read_model_config,
     write_model_config,
 )
-from mtl.artifacts.encoder_config import num_layers
+from mtl.artifacts.encoder_config import num_layers, size_problems
+from mtl.artifacts.jsonfile import read_json
 from mtl.artifacts.records import prediction_records
 from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.data.batching import length_sorted_batches
 from mtl.data.dataset import PaddingCollator
 from mtl.data.files import check_texts
-from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError
+from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError, UserError
+from mtl.loading import describe, expected_state, remote_code_refused, tokenizer_problems, weight_bytes, weight_problems
 from mtl.loss import MultitaskLoss
 
 log = logging.getLogger(__name__)
@@ -49,31 +51,75 @@ def resolve_backbone(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_backbone(name_or_path: str, attn_implementation: str | None = None) -> nn.Module:
-    """`AutoModel.from_pretrained`, with a one-line error when the model cannot be found."""
-    from transformers import AutoModel
+def load_backbone(name_or_path: str, attn_implementation: str | None = None,
+                  trust_remote_code: bool = False) -> nn.Module:
+    """`AutoModel.from_pretrained`, with a one-line error when the model cannot be found. The folder's code runs
+    only with `trust_remote_code` (never on a prompt), and a local folder's config must describe sizes its weight
+    files hold before anything is allocated."""
+    from transformers import AutoConfig, AutoModel
 
     source = resolve_backbone(name_or_path)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    local = Path(source).is_dir()
+    if local:
+        _check_backbone_config(Path(source), name_or_path)
     try:
-        backbone = AutoModel.from_pretrained(source, **kwargs)
+        with remote_code_refused(name_or_path, BackboneNotFoundError):
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            if local:
+                _check_backbone_weights(Path(source), name_or_path, config, trust_remote_code)
+            backbone = AutoModel.from_pretrained(source, config=config, trust_remote_code=trust_remote_code, **kwargs)
+    except UserError:
+        raise
     except (OSError, ValueError) as err:
         raise BackboneNotFoundError(
             f"backbone {name_or_path!r} could not be loaded: not a model folder and not in the local "
-            f"Hugging Face cache ({str(err).splitlines()[0]})"
+            f"Hugging Face cache ({_first_line(err)})"
         ) from None
     return _drop_pooler(backbone)
 
 
-def load_tokenizer(name_or_path: str):
+def _check_backbone_config(folder: Path, name: str) -> None:
+    try:
+        config = read_json(folder / "config.json")
+    except (OSError, ValueError):
+        return  # transformers names what is wrong with a missing or unreadable config
+    wrong = size_problems(config) if isinstance(config, dict) else ["not a JSON object"]
+    if wrong:
+        raise BackboneNotFoundError(f"backbone {name!r}: {folder / 'config.json'} is not a valid encoder config "
+                                    f"({'; '.join(wrong)})")
+
+
+def _check_backbone_weights(folder: Path, name: str, config, trust_remote_code: bool) -> None:
+    """The parameters the config describes must be on disk (at least a byte each): a config tampered to sizes far
+    beyond its weight files would otherwise allocate them all, randomly initialised."""
+    from transformers import AutoModel
+
+    with torch.device("meta"):  # shapes only, nothing allocated
+        skeleton = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    parameters = sum(p.numel() for p in skeleton.parameters())
+    on_disk = weight_bytes(folder)
+    if parameters > on_disk:
+        raise BackboneNotFoundError(f"backbone {name!r}: its config.json describes {parameters:,} parameters, but "
+                                    f"its weight files hold {on_disk:,} bytes; the config does not fit the weights")
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(resolve_backbone(name_or_path))
-    except (OSError, ValueError) as err:
+        with remote_code_refused(name_or_path, BackboneNotFoundError):
+            return AutoTokenizer.from_pretrained(resolve_backbone(name_or_path), trust_remote_code=trust_remote_code)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the tokenizers library raises plain Exception on a corrupt file
         raise BackboneNotFoundError(
-            f"tokenizer for {name_or_path!r} could not be loaded ({str(err).splitlines()[0]})"
-        ) from None
+            f"tokenizer for {name_or_path!r} could not be loaded ({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _drop_pooler(backbone: nn.Module) -> nn.Module:
@@ -220,16 +266,21 @@ class MultitaskModel(nn.Module):
         write_model_config(folder, self.model_config)  # last: a folder with config.json is complete
 
     @classmethod
-    def from_pretrained(cls, folder: Path, attn_implementation: str | None = None) -> MultitaskModel:
-        """Rebuild a saved model exactly (in eval mode). No network: everything is in the folder.
+    def from_pretrained(cls, folder: Path, trust_remote_code: bool = False,
+                        attn_implementation: str | None = None) -> MultitaskModel:
+        """Rebuild a saved model exactly (in eval mode). No network: everything is in the folder. Every size is
+        checked before anything is allocated, and the weights file must hold exactly the model's tensors.
         `attn_implementation` ("eager", "sdpa"; default: the library's choice) changes how, not what, it computes."""
-        from transformers import AutoConfig, AutoModel
-
         folder = check_checkpoint(folder)
         config = read_model_config(folder)
-        encoder_config = AutoConfig.from_pretrained(folder / ENCODER_CONFIG_DIR)
-        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = cls(config, _drop_pooler(AutoModel.from_config(encoder_config, **kwargs)))
+        encoder = _encoder_builder(folder, trust_remote_code, attn_implementation)
+        with torch.device("meta"):  # shapes only, nothing allocated
+            skeleton = cls(config, encoder())
+        problems = weight_problems(folder / WEIGHTS_FILE, expected_state(skeleton))
+        if problems:
+            raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot load the weights, they are not those of the model "
+                                  f"config.json and {ENCODER_CONFIG_DIR}/config.json describe: {describe(problems)}")
+        model = cls(config, encoder())
         try:
             weights = load_file(str(folder / WEIGHTS_FILE))
             model.load_state_dict(weights, strict=True)
@@ -243,6 +294,37 @@ class MultitaskModel(nn.Module):
         return model.eval()
 
 
+def _encoder_builder(folder: Path, trust_remote_code: bool, attn_implementation: str | None = None):
+    """A function that builds the checkpoint's encoder (randomly initialised) from its config."""
+    from transformers import AutoConfig, AutoModel
+
+    path = folder / ENCODER_CONFIG_DIR
+    try:
+        with remote_code_refused(folder, CheckpointError):
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+            with torch.device("meta"):  # a config transformers cannot build from fails here, cheaply
+                AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{path / 'config.json'}: not an encoder config transformers can build "
+                              f"({_first_line(err)})") from None
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return lambda: _drop_pooler(AutoModel.from_config(config, trust_remote_code=trust_remote_code, **kwargs))
+
+
+def load_checkpoint(folder: Path, trust_remote_code: bool = False,
+                    attn_implementation: str | None = None) -> tuple[MultitaskModel, object]:
+    """A checkpoint's model and tokenizer, checked against each other: every id the tokenizer can emit has a row
+    in the encoder's embedding matrix."""
+    model = MultitaskModel.from_pretrained(folder, trust_remote_code, attn_implementation)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code)
+    problems = tokenizer_problems(tokenizer, model.encoder.backbone.get_input_embeddings().num_embeddings)
+    if problems:
+        raise CheckpointError(f"{folder}: its tokenizer does not fit its encoder: {'; '.join(problems)}")
+    return model, tokenizer
+
+
 class TorchPredictor:
     def __init__(self, model: MultitaskModel, tokenizer):
         self.model = model.eval()
@@ -250,9 +332,8 @@ class TorchPredictor:
         self.config: ModelConfig = model.model_config
 
     @classmethod
-    def load(cls, checkpoint: Path) -> TorchPredictor:
-        folder = check_checkpoint(checkpoint)
-        return cls(MultitaskModel.from_pretrained(folder), load_tokenizer(str(folder)))
+    def load(cls, checkpoint: Path, trust_remote_code: bool = False) -> TorchPredictor:
+        return cls(*load_checkpoint(checkpoint, trust_remote_code))
 
     def check_tasks(self, tasks: list[str] | None) -> list[str]:
         names = list(self.config.task_names)

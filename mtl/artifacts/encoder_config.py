@@ -38,3 +38,27 @@ def position_limit(config: Mapping[str, Any]) -> int:
 def num_layers(config: Mapping[str, Any]) -> int:
     """Transformer layers (BERT-style `num_hidden_layers`, DistilBERT's `n_layers`)."""
     return first_int(config, "num_hidden_layers", "n_layers", "num_layers")
+
+
+# Sizes an encoder config may give, as (names, smallest, largest): far past any real encoder, yet small enough that
+# a tampered config cannot make building the model allocate without bound (the weights on disk bound it further).
+SIZE_LIMITS = (
+    (("hidden_size", "dim", "d_model"), 1, 1 << 16),
+    (("num_hidden_layers", "n_layers", "num_layers"), 1, 1024),
+    (("num_attention_heads", "n_heads"), 1, 1 << 12),
+    (("intermediate_size", "hidden_dim", "ffn_dim"), 1, 1 << 20),
+    (("vocab_size",), 1, 1 << 24),
+    (("max_position_embeddings", "n_positions"), 1, 1 << 20),
+    (("type_vocab_size",), 0, 1 << 16),
+)
+
+
+def size_problems(config: Mapping[str, Any]) -> list[str]:
+    """Every size the config gives outside what an encoder can have (not a whole number, or out of range)."""
+    problems = []
+    for names, low, high in SIZE_LIMITS:
+        for name in (n for n in names if n in config):
+            value = config[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                problems.append(f"{name} {value!r} (valid: a whole number in {low}..{high})")
+    return problems

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
+from mtl.artifacts.fields import check_type, need
+from mtl.config import Range
 from mtl.errors import ConfigError
 
 BATCH_AXIS = "batch_size"
@@ -27,6 +29,7 @@ FUSED_GRAPH = "model"
 HEAD_GRAPH = "heads"
 
 Dim = Union[str, int]  # an axis name (dynamic) or a fixed size
+DIM_RANGE = Range(0, 2**31 - 1, whole=True)
 
 
 def logits_name(task: str) -> str:
@@ -48,8 +51,13 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
-        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]))
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> TensorSpec:
+        check_type(data, dict, where.rstrip("."))
+        shape = need(data, "shape", list, where)
+        for i, dim in enumerate(shape):  # an axis name, or a fixed size
+            if not isinstance(dim, str):
+                DIM_RANGE.check(f"{where}shape[{i}]", dim)
+        return cls(need(data, "name", str, where), need(data, "dtype", str, where), tuple(shape))
 
 
 @dataclass(frozen=True)
@@ -73,11 +81,10 @@ class GraphSpec:
         return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GraphSpec:
-        return cls(
-            tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
-            tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
-        )
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> GraphSpec:
+        check_type(data, dict, where.rstrip("."))
+        return cls(*(tuple(TensorSpec.from_dict(t, f"{where}{kind}[{i}].")
+                           for i, t in enumerate(need(data, kind, list, where))) for kind in ("inputs", "outputs")))
 
 
 def token_inputs(input_names: tuple[str, ...] | list[str]) -> tuple[TensorSpec, ...]:

@@ -2,24 +2,39 @@
 reads it). No torch here.
 
     manifest.json   format, format_version, tasks and labels in order, max_length, pooling, hidden_size,
-                    opset, input_names, pad_token_id, tokenizer file, graphs (inputs/outputs with dynamic axes),
-                    variants (per precision: its files, settings, validation figures and the ONNX Runtime
-                    session config its graphs run with), library versions
+                    opset, input_names, pad_token_id, vocab_size and max_positions (the encoder's embedding rows
+                    and position limit), tokenizer file, graphs (inputs/outputs with dynamic axes), variants (per
+                    precision: its files, settings, validation figures and the ONNX Runtime session config its
+                    graphs run with), files (the size and sha256 of every file it names), library versions
+
+Every value is read as the type and range it must have (`Manifest.from_dict`): a folder from someone else is data,
+and a wrong value is one ManifestError at load, never a traceback or a silently wrong label at the first prediction.
+Manifests written before `vocab_size`, `max_positions` and `files` existed still load: those checks are then made
+from the folder's config.json where it has one, and the files are loaded unchecked, with a warning.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mtl.artifacts.digests import FileDigest, file_digest
 from mtl.artifacts.encoder_config import position_limit
-from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec, logits_name, token_inputs
-from mtl.artifacts.jsonfile import write_json
-from mtl.config import ModelConfig, TaskSpec
+from mtl.artifacts.fields import check_type, need, objects, strings, whole
+from mtl.artifacts.io_spec import (
+    EMBEDDING,
+    ENCODER_GRAPH,
+    FUSED_GRAPH,
+    HEAD_GRAPH,
+    GraphSpec,
+    logits_name,
+    token_inputs,
+)
+from mtl.artifacts.jsonfile import read_json, write_json
+from mtl.config import MODEL_RANGES, ModelConfig, Range, TaskSpec
 from mtl.errors import ConfigError, ManifestError
 
 log = logging.getLogger(__name__)
@@ -46,6 +61,18 @@ CHECKED, FORCED, UNCHECKED = "checked", "forced", "unchecked"
 SESSION_CONFIG_VALUES = {
     "optimization.disable_specified_optimizers": re.compile(r"[A-Za-z0-9_]+(,[A-Za-z0-9_]+)*"),  # optimizer names
 }
+VARIANT_DEVICES = ("any", *DEVICES)
+INT8_STATUSES = (CHECKED, FORCED, UNCHECKED)
+# The numbers a manifest holds, and what each may be: generous bounds that only catch damage and overflows.
+MANIFEST_RANGES = {
+    "max_length": MODEL_RANGES["max_length"],
+    "hidden_size": Range(1, 1e6, whole=True),
+    "opset": Range(7, 100, whole=True),  # ONNX opsets run from 1; this tool's graphs need far more than 7
+    "pad_token_id": Range(0, 2**31 - 1, whole=True),
+    "vocab_size": Range(0, 2**31 - 1, whole=True),  # 0: not recorded (older manifests)
+    "max_positions": Range(0, 2**31 - 1, whole=True),  # 0: not recorded
+}
+RECORDED_SINCE_DIGESTS = ("vocab_size", "max_positions")  # absent from older manifests: 0, not recorded
 CHECK_INT8_HINT = ("check it on labelled data with `mtl-onnx export CHECKPOINT --output FOLDER --overwrite "
                    "--precision fp32,int8 --validation-data TASK=FILE`, or ask for it with --precision int8")
 
@@ -98,9 +125,11 @@ class VariantFiles:
         return {ENCODER_GRAPH: self.encoder, FUSED_GRAPH: self.model, HEAD_GRAPH: dict(self.heads)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VariantFiles:
-        heads = {str(k): str(v) for k, v in data[HEAD_GRAPH].items()}
-        return cls(str(data[ENCODER_GRAPH]), str(data[FUSED_GRAPH]), heads)
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> VariantFiles:
+        heads = need(data, HEAD_GRAPH, dict, where)
+        for task, name in heads.items():
+            check_type(name, str, f"{where}{HEAD_GRAPH}.{task}")
+        return cls(need(data, ENCODER_GRAPH, str, where), need(data, FUSED_GRAPH, str, where), dict(heads))
 
 
 @dataclass(frozen=True)
@@ -119,11 +148,19 @@ class Variant:
     @classmethod
     def from_dict(cls, precision: str, data: dict[str, Any]) -> Variant:
         if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}")
+            raise ValueError(f"unknown precision {precision[:40]!r}; valid: {', '.join(PRECISIONS)}")
+        where = f"variants.{precision}."
+        device = need(data, "device", str, where)
+        if device not in VARIANT_DEVICES:
+            raise ValueError(f"{where}device is {device[:40]!r}; valid: {', '.join(VARIANT_DEVICES)}")
+        validation = need(data, "validation", dict, where, {})
+        status = validation.get("status", UNCHECKED)
+        if status not in INT8_STATUSES or not isinstance(status, str):
+            raise ValueError(f"{where}validation.status is {status!r}; valid: {', '.join(INT8_STATUSES)}")
         # Absent from manifests written before variants carried one: no entry, ORT's defaults.
         config = check_session_config(precision, data.get("session_config", {}))
-        return cls(precision, VariantFiles.from_dict(data["files"]), str(data["device"]),
-                   dict(data.get("settings", {})), dict(data.get("validation", {})), config)
+        return cls(precision, VariantFiles.from_dict(need(data, "files", dict, where), f"{where}files."), device,
+                   dict(need(data, "settings", dict, where, {})), dict(validation), config)
 
 
 def check_session_config(precision: str, config: Any) -> dict[str, str]:
@@ -132,12 +169,18 @@ def check_session_config(precision: str, config: Any) -> dict[str, str]:
         raise ValueError(f"variant {precision}: session_config must be an object, not {type(config).__name__}")
     for key, value in config.items():
         if key not in SESSION_CONFIG_VALUES:
-            raise ValueError(f"variant {precision}: unknown session_config key {key!r}; valid: "
+            raise ValueError(f"variant {precision}: unknown session_config key {key[:60]!r}; valid: "
                              f"{', '.join(SESSION_CONFIG_VALUES)}")
         if not isinstance(value, str) or not SESSION_CONFIG_VALUES[key].fullmatch(value):
-            raise ValueError(f"variant {precision}: session_config {key} is {value!r}, not a comma-separated list "
-                             f"of names")
+            raise ValueError(f"variant {precision}: session_config {key} is {repr(value)[:60]}, not a "
+                             f"comma-separated list of names")
     return dict(config)
+
+
+def with_file_digests(manifest: Manifest, folder: Path) -> Manifest:
+    """The manifest with the size and sha256 of every file it names, as they are in `folder` now: what export
+    records once the files are final, and any tool that rewrites a variant's files records again."""
+    return replace(manifest, files={name: file_digest(Path(folder) / name) for name in manifest.named_files()})
 
 
 @dataclass(frozen=True)
@@ -157,6 +200,9 @@ class Manifest:
     model_type: str = ""
     tokenizer: str = TOKENIZER_FILE
     versions: dict[str, str] = field(default_factory=dict)
+    vocab_size: int = 0  # the encoder graph's embedding rows (the largest token id + 1); 0: not recorded
+    max_positions: int = 0  # the longest input, in tokens, the encoder's positions hold; 0: not recorded
+    files: dict[str, FileDigest] = field(default_factory=dict)  # every named file; empty in older manifests
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -167,6 +213,10 @@ class Manifest:
             if spec.name == task:
                 return spec.labels
         raise ConfigError(f"unknown task {task!r}; valid: {', '.join(self.task_names)}")
+
+    def named_files(self) -> list[str]:
+        """Every file the manifest names, each once: the tokenizer, then each variant's graphs."""
+        return list(dict.fromkeys([self.tokenizer, *(f for v in self.variants.values() for f in v.files.all())]))
 
     def model_config(self) -> ModelConfig:
         """The tasks, pooling and lengths as a ModelConfig, so code written for checkpoints reads exports too."""
@@ -184,6 +234,8 @@ class Manifest:
             "opset": self.opset,
             "input_names": list(self.input_names),
             "pad_token_id": self.pad_token_id,
+            "vocab_size": self.vocab_size,
+            "max_positions": self.max_positions,
             "tokenizer": self.tokenizer,
             "backbone": self.backbone,
             "model_type": self.model_type,
@@ -194,27 +246,36 @@ class Manifest:
             },
             "variants": {name: v.to_dict() for name, v in self.variants.items()},
             "versions": dict(self.versions),
+            "files": {name: digest.to_dict() for name, digest in self.files.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        graphs = data["graphs"]
+        """Each value as the type and range it must have; anything else is a ValueError (or KeyError) naming it."""
+        graphs = need(data, "graphs", dict)
+        tasks = need(data, "tasks", list)
+        for i, task in enumerate(tasks):
+            check_type(task, dict, f"tasks[{i}]")
+        numbers = {key: whole(data, key, valid, **({"default": 0} if key in RECORDED_SINCE_DIGESTS else {}))
+                   for key, valid in MANIFEST_RANGES.items()}
+        versions = need(data, "versions", dict, default={})
         return cls(
-            tasks=tuple(TaskSpec(t["name"], tuple(t["labels"])) for t in data["tasks"]),
-            max_length=int(data["max_length"]),
-            pooling=str(data["pooling"]),
-            hidden_size=int(data["hidden_size"]),
-            opset=int(data["opset"]),
-            input_names=tuple(data["input_names"]),
-            pad_token_id=int(data["pad_token_id"]),
-            encoder=GraphSpec.from_dict(graphs[ENCODER_GRAPH]),
-            fused=GraphSpec.from_dict(graphs[FUSED_GRAPH]),
-            heads={str(k): GraphSpec.from_dict(v) for k, v in graphs[HEAD_GRAPH].items()},
-            variants={str(k): Variant.from_dict(str(k), v) for k, v in data["variants"].items()},
-            backbone=str(data.get("backbone", "")),
-            model_type=str(data.get("model_type", "")),
-            tokenizer=str(data.get("tokenizer", TOKENIZER_FILE)),
-            versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
+            tasks=tuple(TaskSpec(need(t, "name", str, f"tasks[{i}]."), strings(t, "labels", f"tasks[{i}]."))
+                        for i, t in enumerate(tasks)),
+            pooling=need(data, "pooling", str),
+            input_names=strings(data, "input_names"),
+            encoder=GraphSpec.from_dict(need(graphs, ENCODER_GRAPH, dict, "graphs."), f"graphs.{ENCODER_GRAPH}."),
+            fused=GraphSpec.from_dict(need(graphs, FUSED_GRAPH, dict, "graphs."), f"graphs.{FUSED_GRAPH}."),
+            heads={k: GraphSpec.from_dict(v, f"graphs.{HEAD_GRAPH}.{k}.")
+                   for k, v in objects(graphs, HEAD_GRAPH, "graphs.").items()},
+            variants={k: Variant.from_dict(k, v) for k, v in objects(data, "variants").items()},
+            backbone=need(data, "backbone", str, default=""),
+            model_type=need(data, "model_type", str, default=""),
+            tokenizer=need(data, "tokenizer", str, default=TOKENIZER_FILE),
+            versions={k: check_type(v, str, f"versions.{k}") for k, v in versions.items()},
+            files={k: FileDigest.from_dict(v, f"files.{k}.") for k, v in objects(data, "files").items()}
+            if "files" in data else {},
+            **numbers,
         )
 
     def write(self, folder: Path) -> None:
@@ -232,17 +293,17 @@ def load_manifest(folder: Path) -> Manifest:
         raise ManifestError(f"{folder}: not an mtl-onnx export folder (no {MANIFEST_FILE}); run `mtl-onnx export`")
     data = _read(path)
     if data.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{path}: not an mtl-onnx export manifest (format {data.get('format')!r})")
+        raise ManifestError(f"{path}: not an mtl-onnx export manifest (format {str(data.get('format'))[:60]!r})")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or type(version) is not int:  # 1.0 and True equal 1
         raise ManifestError(
-            f"{path}: manifest format version {version!r} is not supported (this mtl-onnx reads version "
+            f"{path}: manifest format version {str(version)[:20]} is not supported (this mtl-onnx reads version "
             f"{FORMAT_VERSION}); export the checkpoint again with this version"
         )
     try:
         manifest = Manifest.from_dict(data)
         manifest.model_config()  # the same checks as a checkpoint's config: pooling, lengths, labels
-    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
+    except (KeyError, TypeError, ValueError, ConfigError) as err:  # ConfigError: a checkpoint config's checks too
         detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
         raise ManifestError(f"{path}: malformed manifest ({detail})") from None
     _check_consistent(path, manifest)
@@ -252,9 +313,11 @@ def load_manifest(folder: Path) -> Manifest:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ManifestError(f"{path}: not valid JSON ({err})") from None
+        data = read_json(path)
+    except ValueError as err:  # JSONFileError: the file, and what about it is refused
+        raise ManifestError(str(err)) from None
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: not an mtl-onnx export manifest (not a JSON object)")
     return data
@@ -271,38 +334,60 @@ def _check_consistent(path: Path, manifest: Manifest) -> None:
     if set(manifest.heads) != names:
         raise ManifestError(f"{path}: graphs.heads lists {sorted(manifest.heads)}, but the tasks are {sorted(names)}")
     try:
-        token_inputs(manifest.input_names)
+        inputs = token_inputs(manifest.input_names)
     except ConfigError as err:
         raise ManifestError(f"{path}: {err}") from None
+    for graph, spec in ((ENCODER_GRAPH, manifest.encoder), (FUSED_GRAPH, manifest.fused)):
+        if spec.inputs != inputs:  # what the runtime feeds both, whichever it opens later
+            raise ManifestError(f"{path}: graphs.{graph} takes {spec.input_names}, not the encoder inputs "
+                                f"{[t.name for t in inputs]} (int64, batch by sequence)")
     for spec in manifest.tasks:
         outputs = [o for o in manifest.fused.outputs + manifest.heads[spec.name].outputs
                    if o.name == logits_name(spec.name)]
-        if len(outputs) != 2 or any(o.shape[-1] != len(spec.labels) for o in outputs):
+        if len(outputs) != 2 or any(o.shape[1:] != (len(spec.labels),) for o in outputs):  # (batch, labels)
             shapes = [list(o.shape) for o in outputs]
             raise ManifestError(f"{path}: task {spec.name!r} has {len(spec.labels)} labels, but its graph outputs "
                                 f"{logits_name(spec.name)} are {shapes or 'missing'}")
-    if manifest.pad_token_id < 0 or manifest.hidden_size < 1:
-        raise ManifestError(f"{path}: pad_token_id {manifest.pad_token_id} / hidden_size {manifest.hidden_size} "
-                            f"are not valid")
-    encoder_config = path.parent / ENCODER_CONFIG_FILE
-    if encoder_config.is_file():
-        try:
-            limit = position_limit(json.loads(encoder_config.read_text(encoding="utf-8")))
-        except (OSError, ValueError, AttributeError):
-            return  # the runtime does not need this file; only the limit check is skipped
-        if manifest.max_length > limit:
-            raise ManifestError(f"{path}: max_length {manifest.max_length} is more than the encoder's "
-                                f"{limit} positions")
+    # The sentence embedding, out of the encoder and into each head, is (batch, hidden_size): embed sizes its
+    # output by hidden_size, and split execution feeds one graph's output to the other.
+    embeddings = [t for t in manifest.encoder.outputs if t.name == EMBEDDING]
+    embeddings += [t for head in manifest.heads.values() for t in head.inputs]
+    if not embeddings[:1] or any(t.name != EMBEDDING or t.shape[1:] != (manifest.hidden_size,) for t in embeddings):
+        raise ManifestError(f"{path}: the graphs' {EMBEDDING} tensors are {[list(t.shape) for t in embeddings]}, "
+                            f"not (batch, hidden_size {manifest.hidden_size})")
+    vocab_size, positions = encoder_limits(path.parent, manifest)
+    if vocab_size and manifest.pad_token_id >= vocab_size:
+        raise ManifestError(f"{path}: pad_token_id {manifest.pad_token_id} is past the encoder's vocabulary of "
+                            f"{vocab_size} tokens")
+    if positions and manifest.max_length > positions:
+        raise ManifestError(f"{path}: max_length {manifest.max_length} is more than the encoder's "
+                            f"{positions} positions")
+
+
+def encoder_limits(folder: Path, manifest: Manifest) -> tuple[int, int]:
+    """(vocabulary size, position limit) of the encoder graphs, 0 where unknown: as the manifest records them, or
+    for a manifest older than those fields, from the folder's config.json (the encoder's Hugging Face config)."""
+    if manifest.vocab_size and manifest.max_positions:
+        return manifest.vocab_size, manifest.max_positions
+    try:
+        config = read_json(Path(folder) / ENCODER_CONFIG_FILE)
+        vocab = config.get("vocab_size")
+        vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 else 0
+        return manifest.vocab_size or vocab, manifest.max_positions or max(position_limit(config), 0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return manifest.vocab_size, manifest.max_positions  # the runtime does not need the file: checks skipped
 
 
 def _check_files(folder: Path, manifest: Manifest) -> None:
     """Every file the manifest names is inside the folder by name (no absolute path, no '..'), and is there. The
     file itself may be a symbolic link, as in a Hugging Face snapshot, whose files link into its blob store."""
-    named = [manifest.tokenizer] + [f for v in manifest.variants.values() for f in v.files.all()]
-    for name in dict.fromkeys(named):
+    for name in manifest.named_files():
         relative = PurePosixPath(name)
         if relative.is_absolute() or ".." in relative.parts or "\\" in name or not relative.parts:
             raise ManifestError(f"{folder / MANIFEST_FILE}: names {name!r}, which is outside the export folder")
         target = folder / relative
         if not target.is_file():
             raise ManifestError(f"{folder / MANIFEST_FILE}: names {name}, which is missing from {folder}")
+        if manifest.files and name not in manifest.files:  # a manifest records every file's digest, or none
+            raise ManifestError(f"{folder / MANIFEST_FILE}: records no size and sha256 for {name}, which it names; "
+                                f"export again")

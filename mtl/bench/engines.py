@@ -63,7 +63,7 @@ class TorchRunner:
         import transformers
 
         from mtl.artifacts.checkpoint import WEIGHTS_FILE
-        from mtl.model import MultitaskModel, TorchPredictor, load_tokenizer
+        from mtl.model import TorchPredictor, load_checkpoint
 
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # allowed only before the first parallel region
@@ -74,13 +74,14 @@ class TorchRunner:
         transformers.logging.set_verbosity_error()
         self.torch = torch
         dtype = getattr(torch, self.DTYPES[backend.precision])
-        model = MultitaskModel.from_pretrained(checkpoint).to(device=backend.device, dtype=dtype).eval()
+        model, tokenizer = load_checkpoint(checkpoint)  # checked, and never the folder's own code
+        model = model.to(device=backend.device, dtype=dtype).eval()
         where = torch.cuda.get_device_name(0) if backend.device == "cuda" else "CPU"
         if backend.precision == "int8":
             model = quantize_linear_layers(model, torch)
             where += f", dynamic int8 Linear layers, {torch.backends.quantized.engine} kernels"
         self.model = _DeviceModel(model, backend.device, torch)
-        self.predictor = TorchPredictor(self.model, load_tokenizer(str(checkpoint)))
+        self.predictor = TorchPredictor(self.model, tokenizer)
         self.config = model.model_config
         self.tasks = list(self.config.task_names)
         self.weights_bytes = (checkpoint / WEIGHTS_FILE).stat().st_size

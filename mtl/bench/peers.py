@@ -119,7 +119,7 @@ class PeerRunner:
         if file_name:
             kwargs["file_name"] = file_name
         return SentenceTransformer(str(self.folder), backend="onnx", device="cpu", local_files_only=True,
-                                   model_kwargs=kwargs)
+                                   trust_remote_code=False, model_kwargs=kwargs)  # never the folder's own code
 
     def _export(self, preset: str | None):
         """(model, its ONNX file): the fp32 export, saved as sentence-transformers advises; with `preset`, its int8

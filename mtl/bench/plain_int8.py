@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH
-from mtl.artifacts.manifest import ENCODER_CONFIG_FILE, Variant, VariantFiles, load_manifest
+from mtl.artifacts.manifest import ENCODER_CONFIG_FILE, Variant, VariantFiles, load_manifest, with_file_digests
 from mtl.errors import BenchError
 
 
@@ -39,7 +39,7 @@ def plain_int8_export(export: Path, target: Path) -> Path:
         quantize_int8(export / source, target / built, settings)
     plain = Variant("int8", files, int8.device, {"quantization": settings.to_dict(),
                                                  "recipe": {ENCODER_GRAPH: PLAIN, FUSED_GRAPH: PLAIN}})
-    replace(manifest, variants={"fp32": fp32, "int8": plain}).write(target)
+    with_file_digests(replace(manifest, variants={"fp32": fp32, "int8": plain}), target).write(target)
     return target
 
 

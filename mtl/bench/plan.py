@@ -3,7 +3,6 @@ before the first measurement, so that a mistake costs one line and no waiting. N
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,8 +257,8 @@ def _export_encoder_config(folder: Path) -> dict[str, Any]:
     """The encoder's Hugging Face config.json, which the export writes beside the graphs."""
     path = folder / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path)
+    except (OSError, ValueError):  # ValueError: JSONFileError, the one JSON reader's refusal
         raise BenchError(f"{path}: missing or unreadable; FLOPs and input limits need the encoder's config "
                          f"(pass --checkpoint too)") from None
 

@@ -3,8 +3,10 @@ speed-up bars against PyTorch fp32 with the seed's routing. matplotlib is option
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from mtl.artifacts.publish import write_output_file
 from mtl.bench.backends import INSTALL, text_paddings
 from mtl.bench.records import Report, Row
 from mtl.bench.stats import geometric_mean
@@ -57,10 +59,10 @@ def write_plot(report: Report, path: Path) -> None:
     _speedup_panel(figure.add_subplot(grid[1, :]), speedup_bars(report))
     figure.suptitle(f"mtl-onnx bench, {report.environment.cpu.model}, "
                     f"{report.settings.threads} thread(s), {report.settings.device}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    png = io.BytesIO()  # drawn in memory, then published like every report: whole, and where the user pointed
+    figure.savefig(png, format="png", dpi=120)
     plt.close(figure)
+    write_output_file(Path(path), png.getvalue())
 
 
 LINE_STYLES = {"fused": "-", "split": "--", "seed": ":"}

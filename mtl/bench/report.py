@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mtl.artifacts.jsonfile import write_json as write_json_file
-from mtl.artifacts.publish import write_text_atomic
+from mtl.artifacts.publish import write_output_file
 from mtl.bench.backends import PLAIN_INT8, Backend
 from mtl.bench.records import Report, Row
 from mtl.bench.stats import P99_MIN_RUNS, tail_latency
@@ -228,12 +228,12 @@ def to_markdown(report: Report) -> str:
 
 
 def write_json(report: Report, path: Path) -> None:
-    """The whole report or nothing (a temporary file renamed over it), never NaN."""
+    """The whole report or nothing, never NaN; where the user pointed (a FIFO or /dev/stdout is written through)."""
     write_json_file(path, report.to_dict())
 
 
 def write_markdown(report: Report, path: Path) -> None:
-    write_text_atomic(path, to_markdown(report))
+    write_output_file(path, to_markdown(report))
 
 
 @contextlib.contextmanager

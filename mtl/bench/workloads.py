@@ -85,8 +85,8 @@ def load_corpus(path: Path | None, text_field: str = "text", limit: int | None =
     if limit is not None and limit < 1:
         raise ConfigError(f"corpus limit must be at least 1, got {limit}")
     if path is not None:
-        texts = [e.text for e in read_examples(Path(path), text_field, label_field=None)]
-        return texts[:limit] if limit else texts, str(path)
+        # Only `limit` rows are read: a corpus may be a stream that never ends (`--corpus <(yes text)`).
+        return [e.text for e in read_examples(Path(path), text_field, label_field=None, limit=limit)], str(path)
     per_file = [[e.text for e in read_examples(f.validation, "text", None)] for f in demo_task_files()]
     mixed = [text for group in zip(*per_file) for text in group]
     return (mixed[:limit] if limit else mixed), "bundled demo validation texts (AG News, TweetEval)"
@@ -113,7 +113,7 @@ def load_validation(files: dict[str, Path], config: ModelConfig, limit: int | No
     data = {}
     for task, path in files.items():
         labels = config.task(task).labels
-        examples = read_examples(Path(path), text_field, label_field)[:limit]
+        examples = read_examples(Path(path), text_field, label_field, limit=limit)
         check_labels(Path(path), examples, labels)
         if not examples:
             raise DataError(f"{path}: no examples")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mtl.artifacts.publish import check_writable
+from mtl.artifacts.publish import check_output_file
 from mtl.cli.options import LabelField, TextField, console, setup_logging, user_errors
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def bench(
     with user_errors():
         for path in (json_out, markdown, plot):
             if path is not None:
-                check_writable(path)  # before the bench, not after minutes of it
+                check_output_file(path)  # before the bench, not after minutes of it
         from mtl.bench import report as bench_report
         from mtl.bench.harness import run_bench
         from mtl.bench.plan import BenchOptions, assign_model_folder, parse_ints, plan_bench

@@ -17,10 +17,12 @@ from mtl.cli.options import (
     Precision,
     TextField,
     TritonDevice,
+    TrustRemoteCode,
     console,
     setup_logging,
     user_errors,
 )
+from mtl.text import printable
 
 
 def export(
@@ -51,6 +53,7 @@ def export(
     triton_device: Annotated[TritonDevice, typer.Option(help="Where Triton runs the model.")] = "cpu",
     triton_precision: Annotated[Precision, typer.Option(
         help="Variant Triton serves (auto: int8 on cpu, fp16 on gpu).")] = "auto",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Export a checkpoint to ONNX: the encoder, one head per task and the fused model, each validated against
     PyTorch on several shapes before anything is written."""
@@ -65,11 +68,14 @@ def export(
             label_field=label_field, max_int8_drop=max_int8_drop, max_int8_f1_drop=max_int8_f1_drop,
             force_int8=force_int8, recorded_data=recorded_data, int8_target=int8_target.value,
             per_channel=per_channel, threads=threads, overwrite=overwrite,
+            trust_remote_code=trust_remote_code,
         ).checked()
-        if triton is not None:
-            from mtl.export.triton import triton_config_module
+        if triton is not None:  # a bad choice, a foreign folder or a missing `triton` extra fails now, not after
+            from mtl.export.triton import check_triton_precision, check_triton_target, triton_config_module
 
-            triton_config_module()  # a missing `triton` extra fails now, not after a long export
+            check_triton_precision(triton_precision.value, options.precisions)
+            check_triton_target(triton, overwrite=overwrite)
+            triton_config_module()
         result = run_export(checkpoint, output, options)
         if triton is not None:
             from mtl.export.triton import write_triton_repository
@@ -95,8 +101,8 @@ def run_export(checkpoint: Path, output: Path, options):
     accuracy = real_data_table(result)
     if accuracy is not None:
         Console().print(accuracy)
-    for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    for note in result.notes:  # a note may name a path from the checkpoint's own record: no raw control characters
+        console.print(f"[yellow]note:[/yellow] {escape(printable(note))}")
     console.print(f"exported to [bold]{escape(str(result.output))}[/bold] in {result.seconds:.0f} s")
     return result
 

@@ -19,6 +19,7 @@ from mtl.artifacts.manifest import DEVICES, EXECUTIONS, PRECISION_CHOICES
 from mtl.config import CLASS_WEIGHTINGS, POOLING_MODES, SAMPLING_MODES, TRAIN_PRECISIONS
 from mtl.errors import UserError
 from mtl.export.options import INT8_TARGETS, TRITON_DEVICES
+from mtl.text import printable
 
 console = Console(stderr=True)  # stdout carries results (JSON lines, tables); messages go to stderr
 
@@ -48,6 +49,9 @@ DeviceOption = Annotated[Device, typer.Option(help="Export folders: where ONNX R
 ThreadsOption = Annotated[Optional[int], typer.Option(
     min=1, help="Export folders: intra-op threads (default: the usable cores).")]
 BatchSizeOption = Annotated[int, typer.Option(min=1, help="Texts per inference batch.")]
+TrustRemoteCode = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Let a model folder whose config has an auto_map run its own Python code (off: never; "
+                                "only for a folder whose code you have read).")]
 
 
 @contextlib.contextmanager
@@ -60,17 +64,26 @@ def user_errors():
         raise typer.Exit(130) from None
     except Exception as err:
         if isinstance(err, UserError):
+            # printable: a label, path or file name from the data never reaches the terminal as an escape sequence;
             # escape: messages hold literal brackets ("pip install 'mtl-onnx[gpu]'") that rich would eat as markup
-            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+            message = escape(printable(str(err), keep_newlines=True))
+            console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         raise
+
+
+def _printable_record(record: logging.LogRecord) -> bool:
+    """A log line, like an error line, shows data (labels, paths) escaped: formatted here, once, at the terminal."""
+    record.msg, record.args = printable(record.getMessage(), keep_newlines=True), None
+    return True
 
 
 def setup_logging(torch_side: bool = True) -> None:
     """Library logs through rich on stderr; transformers' own chatter only on errors (it is imported only on
     the PyTorch side, so the ONNX paths stay light)."""
-    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)],
-                        format="%(message)s")
+    handler = RichHandler(console=console, show_path=False)
+    handler.addFilter(_printable_record)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s")
     logging.getLogger("mtl").setLevel(logging.INFO)
     if torch_side:
         import transformers

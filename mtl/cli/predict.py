@@ -8,17 +8,20 @@ import io
 import itertools
 import json
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from mtl.artifacts.publish import check_writable
+from mtl.artifacts.publish import check_output_file
 from mtl.cli.options import (
     BatchSizeOption,
     DeviceOption,
@@ -28,11 +31,20 @@ from mtl.cli.options import (
     PrecisionOption,
     TextField,
     ThreadsOption,
+    TrustRemoteCode,
     console,
     setup_logging,
     user_errors,
 )
+from mtl.data.sources import FORMATS
 from mtl.errors import ConfigError, DataError, OutputError
+from mtl.text import printable_json
+
+InputFormat = Enum("InputFormat", {name: name for name in FORMATS}, type=str)
+# A stream's rows are classified once its input pauses this long, and at most this long after the first of them
+# arrived: `tail -f log | mtl-onnx predict` gets each result promptly, a file still fills whole chunks.
+INPUT_PAUSE_S = 0.05
+CHUNK_WAIT_S = 0.5
 
 
 def evaluate(
@@ -45,6 +57,7 @@ def evaluate(
     precision: PrecisionOption = "auto",
     device: DeviceOption = "cpu",
     threads: ThreadsOption = None,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Per-task accuracy, macro-F1 and macro-recall of a checkpoint or an export on labelled files."""
     with user_errors():
@@ -55,8 +68,8 @@ def evaluate(
 
         files = parse_named_files(task, "--task")
         if json_out:
-            check_writable(json_out)  # before the model is loaded and every file scored
-        predictor = _load_predictor(checkpoint, precision, device, False, threads, "fused")
+            check_output_file(json_out)  # before the model is loaded and every file scored
+        predictor = _load_predictor(checkpoint, precision, device, False, threads, "fused", trust_remote_code)
         for name in files:
             predictor.config.task(name)  # unknown task: fail before any work
         results = evaluate_files(predictor, files, text_field, label_field, batch_size)
@@ -70,7 +83,12 @@ def predict(
     checkpoint: ModelArg,
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
     file: Annotated[Optional[list[Path]], typer.Option(
-        help="A .txt (one text a line), .jsonl or .csv file, or - for stdin; repeatable, read in order.")] = None,
+        help="A .jsonl, .csv or .tsv file, else one text a line (.txt); a FIFO, <(...) or - for stdin; repeatable, "
+             "read in order. Without a suffix (stdin, /dev/fd/N): JSON Lines when the first non-blank line starts "
+             "with '{', else one text a line; --format says otherwise. UTF-8, or UTF-16/32 with a byte-order "
+             "mark.")] = None,
+    input_format: Annotated[Optional[InputFormat], typer.Option(
+        "--format", help="Read every --file as this format, whatever its name (e.g. --file - --format csv).")] = None,
     task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only these tasks; repeatable.")] = None,
     text_field: TextField = "text",
     batch_size: BatchSizeOption = 64,
@@ -80,6 +98,7 @@ def predict(
     threads: ThreadsOption = None,
     execution: Annotated[Execution, typer.Option(
         help="Export folders: fused (one graph, every head) or split (encoder, then the requested heads).")] = "fused",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Classify texts: one JSON line per input with each task's label, score and probabilities.
 
@@ -90,8 +109,10 @@ def predict(
 
         if not texts and not file:
             raise ConfigError("no input: give texts as arguments or --file (use --file - for stdin)")
-        sources = [_located(path, open_rows(path, text_field)) for path in file or []]  # a bad file fails now
-        predictor = _load_predictor(checkpoint, precision, device, fallback_cpu, threads, execution)
+        fmt = getattr(input_format, "value", input_format)
+        sources = [_located(path, open_rows(path, text_field, fmt=fmt)) for path in file or []]  # a bad file fails now
+        predictor = _load_predictor(checkpoint, precision, device, fallback_cpu, threads, execution,
+                                    trust_remote_code)
         tasks = predictor.check_tasks(task)
         rows = itertools.chain(rows_from_arguments(list(texts or [])), *sources)
         written, failed = _stream_predictions(predictor, rows, tasks, batch_size)
@@ -131,8 +152,8 @@ def _stream_predictions(predictor, rows, tasks: list[str], batch_size: int) -> t
 
 def _json_line(record: dict) -> str:
     # allow_nan=False: a NaN would make the line invalid JSON; the records never hold one (prediction_records
-    # refuses non-finite logits), and this keeps it so.
-    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+    # refuses non-finite logits), and this keeps it so. printable_json: the output is often a terminal.
+    return printable_json(json.dumps(record, ensure_ascii=False, allow_nan=False)) + "\n"
 
 
 def _write_whole(lines: list[str], written: int) -> None:
@@ -187,13 +208,63 @@ def _silence_stdout() -> None:
 
 
 def _chunks(rows, size: int):
-    iterator = iter(rows)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+    """Chunks of at most `size` rows, read ahead by a thread: a chunk goes out when it is full, or when the input
+    pauses (`INPUT_PAUSE_S`, at most `CHUNK_WAIT_S` after its first row), so a stream's rows are answered as they
+    come while a file still fills whole chunks. An error of the reader is raised here, after the rows before it."""
+    pending: queue.Queue = queue.Queue(maxsize=2 * size)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_ahead, args=(rows, pending, stop), daemon=True, name="predict-input")
+    reader.start()
+    try:
+        item = pending.get()
+        while item is not _END and not isinstance(item, BaseException):
+            chunk, deadline = [item], time.monotonic() + CHUNK_WAIT_S
+            while len(chunk) < size:
+                item = _next_within(pending, min(INPUT_PAUSE_S, deadline - time.monotonic()))
+                if item is None or item is _END or isinstance(item, BaseException):
+                    break
+                chunk.append(item)
+            yield chunk
+            if item is None or len(chunk) == size:
+                item = pending.get()
+        if isinstance(item, BaseException):
+            raise item
+    finally:
+        stop.set()
+
+
+_END = object()
+
+
+def _read_ahead(rows, pending: queue.Queue, stop: threading.Event) -> None:
+    """The reader thread: every row into `pending`, then `_END`, or the error that ended the reading."""
+    try:
+        for row in rows:
+            if not _put(pending, row, stop):
+                return
+        _put(pending, _END, stop)
+    except Exception as err:  # a DataError or OSError of the input: the main thread raises it
+        _put(pending, err, stop)
+
+
+def _put(pending: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        with contextlib.suppress(queue.Full):
+            pending.put(item, timeout=0.1)
+            return True
+    return False
+
+
+def _next_within(pending: queue.Queue, seconds: float):
+    """The next item if one arrives within `seconds`, else None."""
+    try:
+        return pending.get(timeout=seconds) if seconds > 0 else pending.get_nowait()
+    except queue.Empty:
+        return None
 
 
 def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool, threads: Optional[int],
-                    execution: str):
+                    execution: str, trust_remote_code: bool = False):
     """An export folder (it has a manifest) runs on ONNX Runtime and never imports torch or transformers;
     anything else is loaded as a PyTorch checkpoint."""
     precision, device, execution = (getattr(v, "value", v) for v in (precision, device, execution))
@@ -211,6 +282,6 @@ def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool
     setup_logging()
     from mtl.model import TorchPredictor
 
-    return TorchPredictor.load(model)
+    return TorchPredictor.load(model, trust_remote_code)
 
 

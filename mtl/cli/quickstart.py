@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from mtl.artifacts.jsonfile import read_json, write_json
-from mtl.artifacts.publish import check_target
+from mtl.artifacts.publish import check_target, claimed
 from mtl.cli.bench import run_quick_bench
 from mtl.cli.export import run_export
 from mtl.cli.options import console, user_errors
@@ -30,46 +31,83 @@ def quickstart(
     """The whole tool on bundled demo data: train both demo tasks (AG News topic, TweetEval sentiment) on the
     default backbone, export fp32 and int8 ONNX with validation, and benchmark PyTorch against ONNX Runtime."""
     with user_errors():
-        _claim(output)
         model_dir, onnx_dir = output / "model", output / "onnx"
+        # Every option and the folder are checked before anything is made: a refused quickstart leaves nothing.
         config = TrainConfig(output_dir=str(model_dir), epochs=epochs, max_steps=max_steps, encoder_lr=5e-5,
                              batch_size=16, grad_accumulation=2, logging_steps=10)
         task_files = demo_task_files()
-        console.rule(f"1/3 train: {len(task_files)} demo tasks on {DEFAULT_BACKBONE}")
-        run_training(task_files, config, DEFAULT_BACKBONE, "cls", 128, "text", "label", overwrite=True, resume=False)
-        if export:
-            from mtl.export.options import ExportOptions
+        check_target(output, "quickstart folder", _is_quickstart, overwrite=True, error=ConfigError)
+        undo = _UndoOnFailure(output)  # taken before the claim, which makes the folder it sits in
+        with claimed(output):
+            with undo:
+                _claim(output)
+                console.rule(f"1/3 train: {len(task_files)} demo tasks on {DEFAULT_BACKBONE}")
+                run_training(task_files, config, DEFAULT_BACKBONE, "cls", 128, "text", "label", overwrite=True,
+                             resume=False)
+            if export:
+                from mtl.export.options import ExportOptions
 
-            console.rule("2/3 export: fp32 and int8, validated against PyTorch and on the demo validation data")
-            # Checked on the demo validation files the checkpoint records. int8 is kept even past the limits so the
-            # demo always shows it; then its status is "forced" and the table says what it cost.
-            run_export(model_dir, onnx_dir, ExportOptions(precisions=("fp32", "int8"), force_int8=True,
-                                                          overwrite=True))
-        if export and bench:
-            console.rule("3/3 bench: PyTorch against ONNX Runtime on this machine")
-            run_quick_bench(model_dir, onnx_dir, output)
-        console.rule("done")
-        console.print(f"checkpoint: [bold]{escape(str(model_dir))}[/bold]")
-        if export:
-            console.print(
-                f"ONNX export: [bold]{escape(str(onnx_dir))}[/bold] (runs with onnxruntime + tokenizers only)")
-            console.print(f"next: mtl-onnx predict {escape(str(onnx_dir))} \"Stocks rallied after the rate cut.\"")
+                console.rule("2/3 export: fp32 and int8, validated against PyTorch and on the demo validation data")
+                # Checked on the demo validation files the checkpoint records. int8 is kept even past the limits so
+                # the demo always shows it; then its status is "forced" and the table says what it cost.
+                run_export(model_dir, onnx_dir, ExportOptions(precisions=("fp32", "int8"), force_int8=True,
+                                                              overwrite=True))
+            if export and bench:
+                console.rule("3/3 bench: PyTorch against ONNX Runtime on this machine")
+                run_quick_bench(model_dir, onnx_dir, output)
+            console.rule("done")
+            console.print(f"checkpoint: [bold]{escape(str(model_dir))}[/bold]")
+            if export:
+                console.print(
+                    f"ONNX export: [bold]{escape(str(onnx_dir))}[/bold] (runs with onnxruntime + tokenizers only)")
+                console.print(f"next: mtl-onnx predict {escape(str(onnx_dir))} \"Stocks rallied after the rate cut.\"")
 
 
 QUICKSTART_MARKER = "quickstart.json"
 QUICKSTART_FORMAT = "mtl-onnx/quickstart"
 
 
-def _claim(output: Path) -> None:
-    """Make `output` the quickstart's folder: a new or empty one, or an earlier quickstart's (its marker file says
-    so), whose model, export and report are each replaced only once their new version is complete."""
-    def is_quickstart(folder: Path) -> bool:
-        try:
-            return read_json(folder / QUICKSTART_MARKER).get("format") == QUICKSTART_FORMAT
-        except (OSError, ValueError, AttributeError):
-            return False
+def _is_quickstart(folder: Path) -> bool:
+    try:
+        return read_json(folder / QUICKSTART_MARKER).get("format") == QUICKSTART_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
-    check_target(output, "quickstart folder", is_quickstart, overwrite=True, error=ConfigError)
+
+def _claim(output: Path) -> None:
+    """Make `output` the quickstart's folder (checked by `check_target` first): a new or empty one, or an earlier
+    quickstart's (its marker file says so), whose model, export and report are each replaced only once their new
+    version is complete."""
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / QUICKSTART_MARKER, {"format": QUICKSTART_FORMAT, "parts": ["model", "onnx", "bench.json",
                                                                                    "bench.md"]})
+
+
+class _UndoOnFailure:
+    """Until the block ends (the model trained), a failure (a missing backbone, Ctrl-C) takes back what this run
+    made: the folders it created, or what it put in a folder that was empty. An earlier quickstart's folder keeps
+    its parts: training replaces its model only once the new one is complete. What was there is noted at once,
+    before anything (the claim's lock file included) is made."""
+
+    def __init__(self, output: Path):
+        self.output = output
+        self.created = output.absolute()
+        while not self.created.parent.exists():
+            self.created = self.created.parent
+        self.made = not self.created.exists()
+        self.was_empty = output.is_dir() and not any(output.iterdir())
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            return
+        if self.made:
+            shutil.rmtree(self.created, ignore_errors=True)
+        elif self.was_empty:
+            for entry in self.output.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)

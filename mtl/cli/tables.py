@@ -1,32 +1,41 @@
 """Rich tables the CLI prints (no torch: the ONNX paths use them too): per-task metrics, and the export summary
-(every graph file with its size and how it compared with PyTorch; each variant's accuracy on real data)."""
+(every graph file with its size and how it compared with PyTorch; each variant's accuracy on real data).
+
+Every string that comes from a model folder, a data file or the command line (titles, task names, file names)
+goes in as `_shown`: escaped by `mtl.text.printable` and never read as rich markup."""
 
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from mtl.evaluate import METRIC_NAMES
+from mtl.text import printable
+
+
+def _shown(value: object) -> Text:
+    return Text(printable(str(value)))
 
 
 def metrics_table(title: str, per_task: dict[str, dict[str, float]]) -> Table:
     """Accuracy, macro-F1 and macro-recall per task, in percent."""
-    table = Table(title=title)
+    table = Table(title=_shown(title))
     table.add_column("task")
     for name in METRIC_NAMES:
         table.add_column(name.replace("_", "-"), justify="right")
     for task, values in per_task.items():
-        table.add_row(task, *(f"{100 * values[m]:.2f}" for m in METRIC_NAMES))
+        table.add_row(_shown(task), *(f"{100 * values[m]:.2f}" for m in METRIC_NAMES))
     return table
 
 
 def graphs_table(result) -> Table:
     variants = result.manifest.variants
-    table = Table(title=f"export: {result.output}", caption=_caption(variants))
+    table = Table(title=_shown(f"export: {result.output}"), caption=_shown(_caption(variants)))
     for name, justify in (("graph", "left"), ("variant", "left"), ("file", "left"), ("size", "right"),
                           ("max |diff|", "right")):
         table.add_column(name, justify=justify)
     for row in result.rows:
-        table.add_row(row.graph, row.precision, row.file + (" (shared)" if row.shared else ""),
+        table.add_row(_shown(row.graph), _shown(row.precision), _shown(row.file + (" (shared)" if row.shared else "")),
                       _size(row.size_bytes), "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.1e}")
     return table
 
@@ -47,7 +56,7 @@ def real_data_table(result) -> Table | None:
     if not any("real_data" in v.validation for v in variants.values()):
         return None
     status = variants["int8"].validation.get("status") if "int8" in variants else None
-    table = Table(title="on labelled data" + (f" (int8: {status})" if status else ""),
+    table = Table(title=_shown("on labelled data" + (f" (int8: {status})" if status else "")),
                   caption="accuracy / macro-F1 in %; other variants: change in points, argmax agreement with fp32")
     table.add_column("task")
     table.add_column("examples", justify="right")
@@ -55,7 +64,7 @@ def real_data_table(result) -> Table | None:
         table.add_column(precision, justify="right")
     for task in variants["fp32"].validation["real_data"]:
         figures = {p: v.validation["real_data"][task] for p, v in variants.items()}
-        cells = [task, str(figures["fp32"]["examples"])]
+        cells = [_shown(task), str(figures["fp32"]["examples"])]
         for precision, f in figures.items():
             cell = f"{100 * f['accuracy']:.1f} / {100 * f['macro_f1']:.1f}"
             if precision != "fp32":

@@ -15,6 +15,7 @@ from mtl.cli.options import (
     Sampling,
     TextField,
     TrainPrecision,
+    TrustRemoteCode,
     console,
     setup_logging,
     user_errors,
@@ -73,6 +74,7 @@ def train(
     attn_implementation: Annotated[Optional[str], typer.Option(help="eager, sdpa, ... (DeBERTa-v2: eager).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --output.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a model already in --output.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Train one shared encoder with a head per task."""
     with user_errors():
@@ -91,7 +93,7 @@ def train(
         )
         task_files = [TaskFiles.parse(spec) for spec in task]
         run_training(task_files, config, backbone, pooling.value, max_length, text_field, label_field,
-                      overwrite, resume, attn_implementation)
+                      overwrite, resume, attn_implementation, trust_remote_code)
 
 
 def parse_task_weights(specs: list[str]) -> dict[str, float]:
@@ -113,7 +115,7 @@ def parse_task_weights(specs: list[str]) -> dict[str, float]:
 
 
 def run_training(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-                  attn_implementation=None):
+                  attn_implementation=None, trust_remote_code=False):
     setup_logging()
     from mtl.cli.progress import RichProgressCallback
     from mtl.cli.tables import metrics_table
@@ -122,7 +124,7 @@ def run_training(task_files, config, backbone, pooling, max_length, text_field, 
     callback = RichProgressCallback(console, tuple(t.name for t in task_files))
     result = train(
         task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-        attn_implementation, callbacks=[callback],
+        attn_implementation, callbacks=[callback], trust_remote_code=trust_remote_code,
     )
     if not result.main_process:
         return result

@@ -1,2 +1,3 @@
-"""Reading texts and labelled rows from files (`files`, `stream`; no torch), batching rows by length (`batching`;
-no torch), and the tokenized training dataset with its task sampling (`dataset`; torch)."""
+"""Reading texts and labelled rows (`files`, over `sources`: opening, decoding and cutting input into lines; no
+torch), batching rows by length (`batching`; no torch), and the tokenized training dataset with its task sampling
+(`dataset`; torch)."""

@@ -1,20 +1,26 @@
-"""Reading texts and labelled rows from files: JSON Lines, CSV/TSV, plain text (one text a line) and stdin. No torch.
+"""Reading texts and labelled rows: JSON Lines, CSV/TSV, plain text (one text a line), from files, FIFOs, process
+substitutions and stdin. No torch.
 
 One reader for every command. `open_rows` yields each row in file order, lazily (memory stays bounded whatever the
-file size), as a `Row`: its text, its label when asked for, the line it starts on, and an error when it cannot be
-used. Strict callers (training, evaluation, export validation, the bench corpus) use `read_examples`, which stops at
-the first bad row with one `DataError` naming file and line; lenient callers (predict) keep a bad row in its place
-as an error record, so N rows in give N rows out.
+file size, and a stream's rows come as its lines arrive), as a `Row`: its text, its label when asked for, the line
+it starts on, and an error when it cannot be used. Strict callers (training, evaluation, export validation, the
+bench corpus) use `read_examples`, which stops at the first bad row with one `DataError` naming file and line;
+lenient callers (predict) keep a bad row in its place as an error record, so N rows in give N rows out.
 
-Valid but unusual input is read as what it is: any Unicode a JSON string can hold (a lone surrogate such as
-`\\ud800`, which no tokenizer accepts, is that row's error), U+2028 / U+0085 inside a text (text, not line breaks:
-lines end at `\\n` only), a byte-order mark, CRLF line ends, fields of any size, CSV quoting (a quote that never
-closes is an error naming the line where it opened).
+How a source is opened, decoded (UTF-8, or UTF-16/32 with a byte-order mark), cut into lines (`\\n`, `\\r\\n` or
+`\\r`) and which format it is read as: `mtl.data.sources`. Valid but unusual input is read as what it is: any Unicode
+a JSON string can hold (a lone surrogate such as `\\ud800`, which no tokenizer accepts, is that row's error),
+U+2028 / U+0085 inside a text, fields of any size, CSV quoting (a quote that never closes is an error naming the
+line where it opened). A text a person would see nothing of (zero-width or control characters only) is refused
+like an empty one, and so is one holding NUL characters (binary data, or UTF-16 without a byte-order mark).
+Messages quote a file's content only as a short escaped snippet.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import itertools
 import json
 import logging
 import re
@@ -25,14 +31,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mtl.data.sources import FORMATS, SUFFIX_FORMATS, Lines, Source, open_source, sniff_format, strip_line_end
 from mtl.errors import ConfigError, DataError
+from mtl.text import (
+    describe_look_alikes,
+    is_blank,
+    label_problem,
+    label_shape,
+    look_alike_key,
+    shortened,
+    snippet,
+)
 
 log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
-STDIN = "-"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_BINARY = "holds NUL characters: binary data, not text (or UTF-16 without a byte-order mark; save it as UTF-8)"
 DEMO_TASKS = {"topic": "ag_news", "sentiment": "tweet_eval_sentiment"}
 # Python's csv refuses fields over 131,072 characters by default; a long document in a CSV is still one text.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -40,7 +56,7 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 @dataclass(frozen=True)
 class Row:
-    """One row as read: `text` is printable even for a bad row (undecodable bytes shown as U+FFFD)."""
+    """One row as read: `text` is writable as UTF-8 even for a bad row (undecodable bytes shown as U+FFFD)."""
 
     text: str
     line: int  # 1-based line of the file where the row starts (0: a command-line argument)
@@ -58,11 +74,13 @@ class Example:
 
 
 def text_problem(text: Any) -> str | None:
-    """Why `text` cannot be classified, or None: it must be a non-empty string of valid Unicode."""
+    """Why `text` cannot be classified, or None: it must be a string of valid Unicode that a person can see."""
     if not isinstance(text, str):
         return f"expected a string, got {type(text).__name__}"
-    if not text.strip():
-        return "empty text"
+    if "\x00" in text:
+        return _BINARY
+    if is_blank(text):
+        return "empty text" if not text or text.isspace() else "empty text (only invisible or control characters)"
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -89,181 +107,229 @@ def rows_from_arguments(texts: list[str]) -> list[Row]:
 
 
 def open_rows(source: Path | str, text_field: str = "text", label_field: str | None = None,
-              plain_text: bool = True) -> Iterator[Row]:
-    """Rows of a file, chosen by suffix (JSON Lines, CSV/TSV, else one text a line when `plain_text`), or of
-    stdin (`-`, one text a line). Problems with the file as a whole (missing, unknown type, no such CSV column)
-    raise `DataError` here, before the first row is read; problems with a row come back as that row's error."""
-    if str(source) == STDIN:
-        return _text_lines(sys.stdin.buffer)
-    path = Path(source)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-    suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return _jsonl(_binary_lines(path), text_field, label_field)
-    if suffix in CSV_SUFFIXES:
-        return _csv(path, text_field, label_field, "\t" if suffix == ".tsv" else ",")
-    if plain_text and label_field is None:
-        return _text_lines(_binary_lines(path))
+              plain_text: bool = True, fmt: str | None = None) -> Iterator[Row]:
+    """Rows of a source (a path, or `-` for stdin) in the format `fmt` (one of FORMATS), else the one its suffix
+    names, else the one its first line shows (see `mtl.data.sources`). Problems with the source as a whole
+    (missing, a folder, unknown type, no such CSV column) raise `DataError` before the first row of a regular file
+    is handed out; a stream (stdin, a FIFO) is only opened when its first row is wanted. Problems with a row come
+    back as that row's error."""
+    source_ = open_source(source)
+    fmt = _declared_format(source_, fmt, plain_text and label_field is None)
+    rows = _rows(source_, fmt, text_field, label_field, plain_text and label_field is None)
+    if not source_.regular:
+        return rows
+    first = next(rows, None)  # a regular file is checked now (header, encoding), not at its first row's turn
+    return rows if first is None else itertools.chain([first], rows)
+
+
+def _declared_format(source: Source, fmt: str | None, plain_text: bool) -> str | None:
+    """The format to read: declared, else by suffix; None when the source has no suffix and its first line decides.
+    `plain_text`: a source may be one text a line (predict), so any unknown suffix reads as that."""
+    readable = [f for f in FORMATS if plain_text or f != "txt"]
+    if fmt is not None:
+        if fmt not in readable:
+            raise DataError(f"{source.name}: cannot read it as {fmt!r}; valid formats here: {', '.join(readable)}")
+        return fmt
+    if not source.suffix:
+        return None
+    by_suffix = SUFFIX_FORMATS.get(source.suffix, "txt")
+    if by_suffix in readable:
+        return by_suffix
     valid = ", ".join(JSONL_SUFFIXES + CSV_SUFFIXES)
-    raise DataError(f"{path}: unknown file type {suffix or '(none)'!r}; valid: {valid}")
+    raise DataError(f"{source.name}: unknown file type {source.suffix!r}; valid: {valid} (or a file without a "
+                    f"suffix, read by its first line)")
 
 
-def read_examples(path: Path, text_field: str = "text", label_field: str | None = "label") -> list[Example]:
-    """Every row of a JSON Lines or CSV/TSV file, stopping at the first bad one with its file and line.
-    `label_field=None` reads unlabelled text."""
-    path = Path(path)
+def _rows(source: Source, fmt: str | None, text_field: str, label_field: str | None,
+          plain_text: bool) -> Iterator[Row]:
+    lines = Lines(source)
+    try:
+        stream: Iterator[str] = lines
+        if fmt is None:
+            fmt, stream = sniff_format(lines, plain_text)
+        if fmt == "jsonl":
+            yield from _jsonl(lines, stream, text_field, label_field)
+        elif fmt in ("csv", "tsv"):
+            yield from _csv(lines, stream, text_field, label_field, "\t" if fmt == "tsv" else ",")
+        else:
+            yield from _text_lines(lines, stream)
+    finally:
+        lines.close()
+
+
+def read_examples(path: Path, text_field: str = "text", label_field: str | None = "label",
+                  limit: int | None = None) -> list[Example]:
+    """Every row (the first `limit`) of a JSON Lines or CSV/TSV source, stopping at the first bad one with its file
+    and line. `label_field=None` reads unlabelled text. Labels that look alike but differ are refused
+    (`check_look_alikes`)."""
     examples = []
-    for row in open_rows(path, text_field, label_field, plain_text=False):
+    for row in itertools.islice(open_rows(path, text_field, label_field, plain_text=False), limit):
         if row.error:
             raise DataError(f"{path}:{row.line}: {row.error}")
         examples.append(Example(row.text, row.label, row.line))
     if not examples:
         raise DataError(f"{path}: no examples (the file is empty)")
+    if label_field is not None:
+        check_look_alikes(path, examples)
     return examples
 
 
-def _binary_lines(path: Path) -> Iterator[bytes]:
-    # Binary lines end at b"\n" only, so U+2028 and U+0085 stay inside their text.
-    with path.open("rb") as handle:
-        yield from handle
-
-
-def _decode(raw: bytes, first: bool) -> tuple[str, str | None]:
-    """(text, None) for one line's bytes, or (the text with bad bytes shown as U+FFFD, the error). A BOM on the
-    first line and the CR/LF line end are dropped."""
-    if first:
-        raw = raw.removeprefix(b"\xef\xbb\xbf")
-    raw = raw.rstrip(b"\r\n")
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as err:
-        bad = raw[err.start:err.start + 1].hex()
-        return raw.decode("utf-8", errors="replace"), f"not valid UTF-8 (byte 0x{bad}); save the file as UTF-8"
-
-
-def _text_lines(lines: Iterable[bytes]) -> Iterator[Row]:
-    for number, raw in enumerate(lines, start=1):
-        text, error = _decode(raw, number == 1)
-        yield Row(text, number, error=error) if error else _text_row(text, number)
+def _text_lines(lines: Lines, stream: Iterable[str]) -> Iterator[Row]:
+    for number, line in enumerate(stream, start=1):
+        text = strip_line_end(line)
+        error = lines.undecodable(text)
+        yield Row(_writable(text), number, error=error) if error else _text_row(text, number)
 
 
 def _text_row(text: str, line: int) -> Row:
     problem = text_problem(text)
-    return Row(_printable(text), line, error=problem) if problem else Row(text, line)
+    return Row(_writable(text), line, error=problem) if problem else Row(text, line)
 
 
-def _jsonl(lines: Iterable[bytes], text_field: str, label_field: str | None) -> Iterator[Row]:
-    for number, raw in enumerate(lines, start=1):
-        line, error = _decode(raw, number == 1)
+def _jsonl(lines: Lines, stream: Iterable[str], text_field: str, label_field: str | None) -> Iterator[Row]:
+    for number, line in enumerate(stream, start=1):
+        line = strip_line_end(line)
+        error = lines.undecodable(line) or (_BINARY if "\x00" in line else None)
         if error:
-            yield Row(line, number, error=error)
+            yield Row(_writable(line), number, error=error)
             continue
         if not line.strip():
             continue  # blank lines separate nothing in JSON Lines: they are not rows
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            yield Row(_printable(line), number, error=f"not valid JSON ({err.msg} at column {err.colno})")
+            yield Row(_writable(line), number, error=f"not valid JSON ({err.msg} at column {err.colno})")
             continue
         except RecursionError:
-            yield Row(_printable(line), number, error="JSON nested too deeply to read")
+            yield Row(_writable(line), number, error="JSON nested too deeply to read")
             continue
         if not isinstance(record, dict):
-            yield Row(_printable(line), number, error=f"expected a JSON object, got {type(record).__name__}")
+            yield Row(_writable(line), number, error=f"expected a JSON object, got {type(record).__name__}")
             continue
-        yield _record_row(record, number, text_field, label_field)
+        yield _record_row(record, number, text_field, label_field, None)
 
 
-def _csv(path: Path, text_field: str, label_field: str | None, delimiter: str) -> Iterator[Row]:
-    handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.DictReader(handle, delimiter=delimiter, strict=True)
+def _csv(lines: Lines, stream: Iterable[str], text_field: str, label_field: str | None,
+         delimiter: str) -> Iterator[Row]:
+    name = lines.source.name
+    reader = csv.DictReader(stream, delimiter=delimiter, strict=True)
     try:
         columns = reader.fieldnames or []
     except csv.Error as err:
-        handle.close()
-        raise DataError(f"{path}:1: the header row is not valid CSV ({err})") from None
-    for name in (text_field, label_field):
-        if name is not None and name not in columns:
-            handle.close()
-            have = _printable(", ".join(columns)) or "none"
-            raise DataError(f"{path}: no column {name!r} (columns: {have}); choose one with --text-field/--label-field")
-    return _csv_rows(handle, reader, text_field, label_field)
+        raise DataError(f"{name}:1: the header row is not valid CSV ({err})") from None
+    header = delimiter.join(columns)
+    problem = lines.undecodable(header) or (_BINARY if "\x00" in header else None)
+    if problem:
+        raise DataError(f"{name}:1: the header row: {problem}")
+    for field in (text_field, label_field):
+        if field is not None and field not in columns:
+            have = shortened(", ".join(columns)) if columns else "none"
+            raise DataError(f"{name}: no column {field!r} (columns: {have}); choose one with --text-field/"
+                            f"--label-field")
+    yield from _csv_rows(reader, text_field, label_field, lines)
 
 
-def _csv_rows(handle, reader: csv.DictReader, text_field: str, label_field: str | None) -> Iterator[Row]:
-    with handle:
-        while True:
-            start = reader.line_num + 1
-            try:
-                record = next(reader)
-            except StopIteration:
+def _csv_rows(reader: csv.DictReader, text_field: str, label_field: str | None, lines: Lines) -> Iterator[Row]:
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            if "unexpected end of data" in str(err):
+                # Everything after an unclosed quote is inside it: no later row can be told apart, so this
+                # is the last row read.
+                yield Row("", start, error="a quote opens on this line and never closes (the rest of the file "
+                                           "is inside it)")
                 return
-            except csv.Error as err:
-                if "unexpected end of data" in str(err):
-                    # Everything after an unclosed quote is inside it: no later row can be told apart, so this
-                    # is the last row read.
-                    yield Row("", start, error="a quote opens on this line and never closes (the rest of the file "
-                                               "is inside it)")
-                    return
-                yield Row("", start, error=f"not valid CSV ({err})")
-                continue
-            yield _record_row(record, start, text_field, label_field)
+            yield Row("", start, error=f"not valid CSV ({err})")
+            continue
+        yield _record_row(record, start, text_field, label_field, lines)
 
 
-def _record_row(record: dict, line: int, text_field: str, label_field: str | None) -> Row:
+def _record_row(record: dict, line: int, text_field: str, label_field: str | None, lines: Lines | None) -> Row:
+    """One JSON object or CSV record as a row. `lines`: a CSV's, whose fields hold the bytes that did not decode
+    (a JSON line holding such bytes is refused whole before it is parsed)."""
     text = record.get(text_field)
     if text is None:
         have = ", ".join(str(k) for k in record if k is not None) or "none"
-        return Row("", line, error=f"missing field {text_field!r} (fields present: {_printable(have)})")
-    problem = text_problem(text) if isinstance(text, str) else f"must be a string, got {type(text).__name__}"
-    shown = _printable(text) if isinstance(text, str) else ""
+        return Row("", line, error=f"missing field {text_field!r} (fields present: {shortened(have)})")
+    if not isinstance(text, str):
+        return Row("", line, error=f"field {text_field!r}: must be a string, got {type(text).__name__}")
+    undecodable = lines.undecodable(text) if lines is not None else None
+    problem = undecodable or text_problem(text)
     if problem:
-        undecodable = isinstance(text, str) and any("\udc80" <= c <= "\udcff" for c in text)
-        return Row(shown, line, error="not valid UTF-8; save the file as UTF-8" if undecodable
-                   else f"field {text_field!r}: {problem}")
+        return Row(_writable(text), line, error=undecodable or f"field {text_field!r}: {problem}")
     if label_field is None:
         return Row(text, line)
     label = record.get(label_field)
     if label is None:
         return Row(text, line, error=f"missing field {label_field!r}")
     if isinstance(label, bool) or not isinstance(label, (str, int)):
-        return Row(text, line, error=f"label must be a string or integer, got {json.dumps(label)[:80]}")
+        return Row(text, line, error=f"label must be a string or integer, got {snippet(json.dumps(label))}")
     label = str(label)
-    problem = "empty label" if not label.strip() else text_problem(label)
+    problem = (lines.undecodable(label) if lines is not None else None) or _label_text_problem(label)
     if problem:
-        return Row(text, line, error=f"label {_printable(label)!r}: {problem}")
+        return Row(text, line, error=f"label {snippet(label)}: {problem}")
     return Row(text, line, label=label)
 
 
-def _printable(text: str) -> str:
-    """The text with anything that cannot be written as UTF-8 (lone surrogates) shown as U+FFFD."""
+@functools.lru_cache(maxsize=4096)  # a task has few labels, read on every row
+def _label_text_problem(label: str) -> str | None:
+    if not label.strip():
+        return "empty label"
+    return label_problem(label) or text_problem(label)
+
+
+def _writable(text: str) -> str:
+    """The text with anything that cannot be written as UTF-8 (lone surrogates) shown as U+FFFD: a row's text is
+    data, written as JSON; the terminal's escaping is `mtl.text.printable`."""
     return _SURROGATE.sub("\ufffd", text) if not text.isascii() else text
 
 
+def check_look_alikes(path: Path | str, examples: list[Example]) -> None:
+    """Two labels a person cannot tell apart (Unicode normal forms, invisible characters) would train as two
+    classes that every report shows as one: refused, naming both lines and both labels escaped."""
+    first: dict[str, Example] = {}
+    labels_met: set[str] = set()
+    for example in examples:
+        if example.label in labels_met:
+            continue  # one key per distinct label, not per row
+        labels_met.add(example.label)
+        seen = first.setdefault(look_alike_key(example.label), example)
+        if seen.label != example.label:
+            raise DataError(f"{path}:{example.line}: {describe_look_alikes(seen.label, example.label)} (line "
+                            f"{seen.line}: Unicode normal form or invisible characters); write them the same way")
+
+
 def label_set(examples: list[Example]) -> tuple[str, ...]:
-    """The task's labels, sorted, from its training examples. Labels that differ only by case or surrounding
-    whitespace are kept apart (they may be meant so) but named in a warning, as they are usually a typo."""
+    """The task's labels, sorted, from its training examples. Labels that differ only by case, compatibility form
+    or whitespace are kept apart (they may be meant so) but named in a warning, as they are usually a typo."""
     labels = tuple(sorted({e.label for e in examples if e.label is not None}))
     groups: dict[str, list[str]] = {}
     for label in labels:
-        groups.setdefault(label.strip().casefold(), []).append(label)
+        groups.setdefault(label_shape(label), []).append(label)
     for similar in groups.values():
         if len(similar) > 1:
-            log.warning("labels %s differ only by case or surrounding whitespace; they are kept as different "
-                        "classes", ", ".join(repr(label) for label in similar))
+            log.warning("labels %s differ only by case, width or whitespace; they are kept as different classes",
+                        ", ".join(repr(label) for label in similar))
     return labels
 
 
 def check_labels(path: Path, examples: list[Example], labels: tuple[str, ...]) -> None:
-    """Every example's label must be one the model knows."""
+    """Every example's label must be one the model knows (a look-alike of one is named as such)."""
     known = set(labels)
+    keys = {look_alike_key(label): label for label in labels}
     for example in examples:
-        if example.label not in known:
-            raise DataError(
-                f"{path}:{example.line}: label {example.label!r} is not one of the training labels "
-                f"({', '.join(labels)})"
-            )
+        if example.label in known:
+            continue
+        twin = keys.get(look_alike_key(example.label))
+        if twin is not None:
+            raise DataError(f"{path}:{example.line}: {describe_look_alikes(example.label, twin)} (the second is the "
+                            f"training label); write it as the training file does")
+        raise DataError(f"{path}:{example.line}: label {snippet(example.label)} is not one of the training labels "
+                        f"({shortened(', '.join(labels))})")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import numpy as np
 from mtl.artifacts.checkpoint import recorded_validation_files
 from mtl.config import ModelConfig
 from mtl.data.files import Example, check_labels, read_examples
+from mtl.errors import UserError
 from mtl.evaluate import METRIC_NAMES, classification_metrics
 
 # The two figures an int8 variant is held to, and what each is called in messages.
@@ -34,11 +35,21 @@ def labelled_data(checkpoint: Path, config: ModelConfig, validation_data: dict[s
                   label_field: str, recorded: bool) -> tuple[dict[str, list[Example]], dict[str, Path], list[str]]:
     """(examples per task, the files they come from, notes): the files given, else (when `recorded`) the
     validation files the checkpoint was trained with, read by the fields it was trained with."""
-    notes: list[str] = []
-    if not validation_data and recorded:
-        validation_data, text_field, label_field, notes = recorded_validation_files(checkpoint)
-        validation_data = {task: path for task, path in validation_data.items() if task in config.task_names}
-    return load_validation_data(validation_data, config, text_field, label_field), dict(validation_data), notes
+    if validation_data or not recorded:
+        return load_validation_data(validation_data, config, text_field, label_field), dict(validation_data), []
+    files, text_field, label_field, notes = recorded_validation_files(checkpoint)
+    data = {}
+    for task, path in files.items():
+        if task not in config.task_names:
+            continue
+        try:
+            data.update(load_validation_data({task: path}, config, text_field, label_field))
+        except UserError:
+            # The user did not name this file: its content (which the error would quote) is not shown.
+            notes.append(f"the validation file of task {task} that the checkpoint records ({path}) cannot be read "
+                         f"as labelled data for it, so int8 is not checked on it; give labelled data with "
+                         f"--validation-data {task}=FILE")
+    return data, {task: files[task] for task in data}, notes
 
 
 def load_validation_data(files: dict[str, Path], config: ModelConfig, text_field: str = "text",

@@ -42,6 +42,7 @@ class ExportOptions:
     per_channel: bool = True
     threads: int | None = None
     overwrite: bool = False
+    trust_remote_code: bool = False  # let the checkpoint's own Python run (--trust-remote-code)
 
     def checked(self) -> ExportOptions:
         precisions = parse_precisions(",".join(self.precisions))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from mtl.artifacts.checkpoint import check_checkpoint, read_model_config
+from mtl.artifacts.encoder_config import position_limit
 from mtl.artifacts.environment import library_versions, usable_cores
 from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
 from mtl.artifacts.manifest import (
@@ -23,8 +24,9 @@ from mtl.artifacts.manifest import (
     Variant,
     VariantFiles,
     is_export_folder,
+    with_file_digests,
 )
-from mtl.artifacts.publish import check_target, staged
+from mtl.artifacts.publish import check_target, claimed, staged
 from mtl.config import ModelConfig
 from mtl.errors import CheckpointError, DeviceUnavailableError, ExportError, ExportValidationError, UserError
 from mtl.export.accuracy import Int8Limits, accuracy_report, drop_points, int8_problems, labelled_data
@@ -90,32 +92,32 @@ def export_checkpoint(checkpoint: Path, output: Path, options: ExportOptions | N
     options = (options or ExportOptions()).checked()
     output = Path(output)
     check_target(output, "export", is_export_folder, options.overwrite, ExportError)
-    folder = check_checkpoint(checkpoint)
-    config = read_model_config(folder)
-    data, data_files, data_notes = labelled_data(folder, config, options.validation_data, options.text_field,
-                                                 options.label_field, options.recorded_data)
-    int8 = int8_settings(options.int8_target, options.per_channel) if "int8" in options.precisions else None
-    threads = options.threads or usable_cores()
-    steps = _Steps(on_step)
-    with steps("loaded the checkpoint"):
-        model, tokenizer = _load_model(folder, threads)
-    check_tokenizer(tokenizer)
-    with staged(output) as staging:
-        manifest, notes = _build(model, tokenizer, config, staging, options, int8, (data, data_files), threads,
-                                 steps)
+    with claimed(output):  # a second export into the same folder is refused now, not overwritten at the end
+        folder = check_checkpoint(checkpoint)
+        config = read_model_config(folder)
+        data, data_files, data_notes = labelled_data(folder, config, options.validation_data, options.text_field,
+                                                     options.label_field, options.recorded_data)
+        int8 = int8_settings(options.int8_target, options.per_channel) if "int8" in options.precisions else None
+        threads = options.threads or usable_cores()
+        steps = _Steps(on_step)
+        with steps("loaded the checkpoint"):
+            model, tokenizer = _load_model(folder, threads, options.trust_remote_code)
+        check_tokenizer(tokenizer, model.encoder.backbone.config.vocab_size)
+        with staged(output) as staging:
+            manifest, notes = _build(model, tokenizer, config, staging, options, int8, (data, data_files),
+                                     threads, steps)
     notes = data_notes + notes
     return ExportResult(output, manifest, _rows(output, manifest), notes, time.perf_counter() - started)
 
 
-def _load_model(folder: Path, threads: int):
+def _load_model(folder: Path, threads: int, trust_remote_code: bool = False):
     import torch
 
-    from mtl.model import MultitaskModel, load_tokenizer
+    from mtl.model import load_checkpoint
 
     torch.set_num_threads(threads)  # ORT sessions get the same count: the two share the process's cores
     try:
-        model = MultitaskModel.from_pretrained(folder, attn_implementation=fusable_attention())
-        tokenizer = load_tokenizer(str(folder))
+        model, tokenizer = load_checkpoint(folder, trust_remote_code, fusable_attention())
     except UserError:
         raise
     except Exception as err:  # any other unreadable file in the checkpoint: the user's file, not our bug
@@ -186,6 +188,7 @@ def _build(model, tokenizer, config: ModelConfig, staging: Path, options: Export
         pad_id = write_tokenizer(tokenizer, staging, config.max_length)
         backbone.save_pretrained(str(staging))  # config.json: the encoder's, as Hugging Face tools expect
     manifest = _manifest(model, config, specs, files, settings, session_configs, validation, options.opset, pad_id)
+    manifest = with_file_digests(manifest, staging)  # the files are final: what the runtime checks at load
     manifest.write(staging)
     notes = []
     examples, data_files = data
@@ -284,6 +287,8 @@ def _manifest(model, config: ModelConfig, specs, files, settings, session_config
         variants={p: Variant(p, f, VARIANT_DEVICE[p], settings.get(p, {}), validation[p], session_configs.get(p, {}))
                   for p, f in files.items()},
         backbone=config.backbone, model_type=model.encoder.backbone.config.model_type, versions=library_versions(),
+        vocab_size=model.encoder.backbone.config.vocab_size,
+        max_positions=position_limit(model.encoder.backbone.config.to_dict()),
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mtl.artifacts.io_spec import TensorSpec, logits_name
 from mtl.artifacts.manifest import PRECISION_CHOICES, Manifest, choose_precision, load_manifest
-from mtl.artifacts.publish import check_target, new_staging, publish
+from mtl.artifacts.publish import check_target, claimed, new_staging, publish
 from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError
 
 log = logging.getLogger(__name__)
@@ -79,23 +79,42 @@ def write_triton_repository(export_folder: Path, target: Path, model_name: str =
     precision = _choose_precision(manifest, export_folder, precision, settings.device)
     text = config_text(manifest, settings, precision)  # a missing `triton` extra fails here, before any write
     _import_onnx()
-    _check_labels(manifest)
-    model_dir = target / settings.model_name
-    check_target(model_dir, "Triton model", _is_triton_model, overwrite, ExportError)
+    model_dir = check_triton_target(target, settings.model_name, overwrite)
     target.mkdir(parents=True, exist_ok=True)
+    where = _staging_where(target)
     # Not `staged`, which builds in a folder with a temporary name: Triton, and so the check, wants the model's
     # folder named like its config. The model is built in `<root>/<model_name>`; the root goes in any case.
-    staging_root = new_staging(model_dir, _staging_where(target))
-    try:
-        staging = staging_root / settings.model_name
-        staging.mkdir()
-        _write_model_folder(staging, text, manifest, export_folder / manifest.variants[precision].files.model)
-        validate_triton_model(staging)
-        publish(staging, model_dir)  # an older model is retired into the root, removed below
-    finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
+    with claimed(model_dir, where):  # another run writing this model is refused, not raced
+        check_triton_target(target, settings.model_name, overwrite)  # what that run may have left meanwhile
+        staging_root = new_staging(model_dir, where)
+        try:
+            staging = staging_root / settings.model_name
+            staging.mkdir()
+            _write_model_folder(staging, text, manifest, export_folder / manifest.variants[precision].files.model)
+            validate_triton_model(staging)
+            publish(staging, model_dir)  # an older model is retired into the root, removed below
+        finally:
+            shutil.rmtree(staging_root, ignore_errors=True)
     log.info("wrote Triton model %s (%s, %s) to %s", settings.model_name, precision, settings.device, model_dir)
     return model_dir
+
+
+def check_triton_target(target: Path, model_name: str = "mtl", overwrite: bool = False) -> Path:
+    """`<target>/<model_name>`, if a Triton model may be written there (see `check_target`); the CLI calls this
+    before the export, so a foreign folder costs no waiting."""
+    model_dir = Path(target) / model_name
+    check_target(model_dir, "Triton model", _is_triton_model, overwrite, ExportError)
+    return model_dir
+
+
+def check_triton_precision(precision: str, exported: tuple[str, ...]) -> None:
+    """Before an export that a Triton repository follows: the variant Triton is to serve must be one that this
+    export makes ("auto" always is: it falls back to fp32)."""
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(f"unknown --triton-precision {precision!r}; valid: {', '.join(PRECISION_CHOICES)}")
+    if precision != "auto" and precision not in exported:
+        raise ConfigError(f"--triton-precision {precision} is not among the exported precisions "
+                          f"({', '.join(exported)}); add it to --precision or use --triton-precision auto")
 
 
 def _choose_precision(manifest: Manifest, folder: Path, precision: str, device: str) -> str:
@@ -166,14 +185,6 @@ def _label_file(task: str) -> str:
     return f"{task}_labels.txt"
 
 
-def _check_labels(manifest: Manifest) -> None:
-    for spec in manifest.tasks:
-        bad = [label for label in spec.labels if "\n" in label or "\r" in label]
-        if bad:
-            raise TritonConfigError(f"task {spec.name!r} has a label with a line break ({bad[0]!r}); Triton's "
-                                    f"label files hold one label a line")
-
-
 def _is_triton_model(folder: Path) -> bool:
     return (folder / CONFIG_FILE).is_file()
 
@@ -191,6 +202,7 @@ def _staging_where(target: Path) -> Path:
 def _write_model_folder(folder: Path, config: str, manifest: Manifest, model: Path) -> None:
     (folder / CONFIG_FILE).write_text(config, encoding="utf-8")
     for spec in manifest.tasks:
+        # One label a line: labels hold no line break (TaskSpec refuses control characters when it loads).
         (folder / _label_file(spec.name)).write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
     version = folder / VERSION
     version.mkdir()

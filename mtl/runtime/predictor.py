@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -11,17 +12,19 @@ from tokenizers import Encoding
 
 from mtl.artifacts.environment import usable_cores
 from mtl.artifacts.io_spec import EMBEDDING, ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, GraphSpec, logits_name
-from mtl.artifacts.manifest import Manifest, check_choices, choose_precision, load_manifest
+from mtl.artifacts.manifest import Manifest, check_choices, choose_precision, encoder_limits, load_manifest
 from mtl.artifacts.records import prediction_records
-from mtl.config import ModelConfig
+from mtl.config import ModelConfig, Range
 from mtl.data.batching import check_batch_size, length_sorted_batches
 from mtl.errors import ConfigError
+from mtl.runtime.files import PinnedFile, pin
 from mtl.runtime.session import GraphSession, graph_optimization_level, resolve_device
-from mtl.runtime.tokenizer import TextEncoder
+from mtl.runtime.tokenizer import MAX_TOKENIZER_BYTES, TextEncoder
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
+THREADS = Range(1, 4096, whole=True)  # None: every usable core
 
 
 class Predictor:
@@ -32,6 +35,12 @@ class Predictor:
     optimisation level for every session; each session also gets the ORT session config entries the manifest
     records for the variant (the int8 graph's disabled fusion, say). Safe to share between threads: sessions are
     opened once (under a lock) and `run` is concurrent; nothing mutable is touched per call.
+
+    Everything is checked at load (`load_manifest`, `TextEncoder.from_bytes`, `PinnedFile`): every graph file of
+    the variant is opened and its size checked then, and the sessions this execution needs are built from the
+    files once their sha256 matched. A session opened later (the encoder for `embed` of a fused predictor) is built
+    from the file opened at load, checked the same way, so one Predictor runs one export even if the folder is
+    republished meanwhile.
     """
 
     def __init__(self, folder: Path, manifest: Manifest, precision: str, device: str, threads: int,
@@ -46,21 +55,38 @@ class Predictor:
         self.graph_optimization = graph_optimization
         self.files = manifest.variants[precision].files
         self.session_config = manifest.variants[precision].session_config
-        self.text_encoder = TextEncoder.load(self.folder / manifest.tokenizer, manifest.max_length,
-                                             manifest.pad_token_id)
+        vocab_size, _ = encoder_limits(self.folder, manifest)
+        with pin(self.folder, manifest, manifest.tokenizer, MAX_TOKENIZER_BYTES) as file:
+            self.text_encoder = TextEncoder.from_bytes(file.read(), file.path, manifest.max_length,
+                                                       manifest.pad_token_id, vocab_size)
         self._sessions: dict[str, GraphSession] = {}
         self._lock = threading.Lock()
-        # Open what this execution mode needs now, so that a bad file fails at load, not at the first call.
-        for key in [FUSED_GRAPH] if execution == "fused" else [ENCODER_GRAPH, *map(head_key, manifest.task_names)]:
-            self.session(key)
+        keys = [ENCODER_GRAPH, FUSED_GRAPH, *map(head_key, manifest.task_names)]
+        self._pinned: dict[str, PinnedFile] = {}
+        try:
+            for key in keys:
+                self._pinned[key] = pin(self.folder, manifest, self._graph(key)[0])
+            # Open what this execution mode needs now, so that a bad file fails at load, not at the first call.
+            for key in [FUSED_GRAPH] if execution == "fused" else [ENCODER_GRAPH, *keys[2:]]:
+                self.session(key)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def load(cls, folder: Path, precision: str = "auto", device: str = "cpu", threads: int | None = None,
              execution: str = "fused", batch_size: int = DEFAULT_BATCH_SIZE, fallback_cpu: bool = False,
              graph_optimization: str = "all") -> Predictor:
+        """Every argument is checked before the folder is read: a wrong type or value is a ConfigError naming it."""
+        if isinstance(folder, bool) or not isinstance(folder, (str, os.PathLike)) or not str(folder):
+            raise ConfigError(f"folder must be the path of an export folder (a str or Path), got {folder!r}")
         check_choices(precision, device, execution)
         graph_optimization_level(graph_optimization)  # a bad name fails before anything is read
         check_batch_size(batch_size)
+        if threads is not None:
+            THREADS.check("threads", threads)
+        if not isinstance(fallback_cpu, bool):
+            raise ConfigError(f"fallback_cpu must be True or False, got {fallback_cpu!r}")
         device = resolve_device(device, fallback_cpu)
         manifest = load_manifest(folder)
         chosen = choose_precision(manifest, Path(folder), precision, device)
@@ -129,18 +155,28 @@ class Predictor:
             return session
         with self._lock:
             if key not in self._sessions:
+                if key not in self._pinned:
+                    raise ConfigError(f"unknown graph {key!r}; valid: {ENCODER_GRAPH}, {FUSED_GRAPH}, "
+                                      f"{head_key('TASK')} for a task of {', '.join(self.tasks)}")
                 path, spec = self._graph(key)
                 self._sessions[key] = GraphSession(self.folder / path, spec, self.device, self.threads,
-                                                   self.graph_optimization, self.session_config)
+                                                   self.graph_optimization, self.session_config,
+                                                   self._pinned[key].runtime_source())
+                self._pinned.pop(key).close()  # ORT holds the graph now
             return self._sessions[key]
 
+    def close(self) -> None:
+        """Let go of the graph files opened at load and not yet read (garbage collection does it too)."""
+        for pinned in self._pinned.values():
+            pinned.close()
+        self._pinned.clear()
 
     def _graph(self, key: str) -> tuple[str, GraphSpec]:
         if key == ENCODER_GRAPH:
             return self.files.encoder, self.manifest.encoder
         if key == FUSED_GRAPH:
             return self.files.model, self.manifest.fused
-        task = key.split("/", 1)[1]
+        task = key.split("/", 1)[-1]
         return self.files.heads[task], self.manifest.heads[task]
 
 

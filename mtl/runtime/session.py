@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
+# Where ORT looks for the weights a graph over 2 GB keeps beside it, when it loads the graph from bytes or from the
+# open file (/proc/self/fd/N) rather than by its path in the export folder. ORT still refuses weights outside it.
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 # ORT's graph rewrites at session creation: "basic" folds constants and drops redundant nodes (about the graph as
 # exported), "extended" adds the transformer fusions (Attention, SkipLayerNormalization, BiasGelu, ...), "all" also
 # changes memory layouts. "all" is the default and the fastest; the others show what the fusions buy (the bench's
@@ -30,7 +33,7 @@ GRAPH_OPTIMIZATIONS = {
 
 def resolve_device(device: str, fallback_cpu: bool = False) -> str:
     """'cpu' or 'cuda'; CUDA without the CUDA execution provider is an error unless falling back is allowed."""
-    if device not in DEVICES:
+    if not isinstance(device, str) or device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
     if device == "cuda" and CUDA_PROVIDER not in ort.get_available_providers():
         message = (f"CUDA requested, but ONNX Runtime has no CUDA execution provider here (available: "
@@ -44,7 +47,7 @@ def resolve_device(device: str, fallback_cpu: bool = False) -> str:
 
 
 def graph_optimization_level(name: str) -> ort.GraphOptimizationLevel:
-    if name not in GRAPH_OPTIMIZATIONS:
+    if not isinstance(name, str) or name not in GRAPH_OPTIMIZATIONS:
         raise ConfigError(f"unknown graph optimization {name!r}; valid: {', '.join(GRAPH_OPTIMIZATIONS)}")
     return GRAPH_OPTIMIZATIONS[name]
 
@@ -52,8 +55,8 @@ def graph_optimization_level(name: str) -> ort.GraphOptimizationLevel:
 def session_options(threads: int, graph_optimization: str = "all",
                     config: dict[str, str] | None = None) -> ort.SessionOptions:
     """`config`: the session config entries the graph was built to run with (the manifest's, per variant)."""
-    if threads < 1:
-        raise ConfigError(f"threads must be at least 1, got {threads}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a whole number of at least 1, got {threads!r}")
     options = ort.SessionOptions()
     # Set explicitly: ORT's default spins one thread per core, which oversubscribes the CPU as soon as anything
     # else (PyTorch, a second session, the tokenizer) runs in the same process.
@@ -70,10 +73,14 @@ def session_options(threads: int, graph_optimization: str = "all",
 class GraphSession:
     """One ONNX graph in one ORT session. `run` is safe to call from several threads at once: ORT sessions are,
     and each call builds its own feeds (and IO binding on CUDA). `session_config` holds the ORT session config
-    entries the graph was built to run with (a manifest variant's `session_config`)."""
+    entries the graph was built to run with (a manifest variant's `session_config`). `source`, where given, is what
+    ORT loads instead of `path`, already checked against the manifest (`PinnedFile.runtime_source`): the graph's
+    bytes, or the path of the file as opened at load; `path` then only names the graph in messages and tells ORT
+    where weights kept beside it are."""
 
     def __init__(self, path: Path, spec: GraphSpec, device: str = "cpu", threads: int | None = None,
-                 graph_optimization: str = "all", session_config: dict[str, str] | None = None):
+                 graph_optimization: str = "all", session_config: dict[str, str] | None = None,
+                 source: str | bytes | None = None):
         self.path = Path(path)
         self.device = device
         providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
@@ -81,12 +88,17 @@ class GraphSession:
         # pool between runs, which measured 3x slower split execution on 2 cores (docs/bench.md).
         threads = 1 if spec.input_names == [EMBEDDING] else threads or usable_cores()
         options = session_options(threads, graph_optimization, session_config)
-        if not self.path.is_file():
+        if source is None and not self.path.is_file():
             raise RuntimeLoadError(f"{self.path}: graph file is missing")
+        if source is not None:  # a graph over 2 GB keeps its weights in files beside it: ORT looks for them there
+            options.add_session_config_entry(EXTERNAL_DATA_FOLDER, str(self.path.parent))
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+            self.session = ort.InferenceSession(str(self.path) if source is None else source, options,
+                                                providers=providers)
         except Exception as err:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...) for bad files
             detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            if isinstance(source, str):  # ORT names what it opened (/proc/self/fd/N): name the graph's file instead
+                detail = detail.replace(source, str(self.path))
             raise RuntimeLoadError(f"{self.path}: ONNX Runtime cannot load this graph ({detail})") from None
         if device == "cuda" and self.session.get_providers()[0] != CUDA_PROVIDER:
             # ORT falls back to CPU silently when the CUDA libraries cannot be loaded.

@@ -16,24 +16,25 @@ from mtl.artifacts.checkpoint import (
     MODEL_CONFIG_FILE,
     RUN_CONFIG_FILE,
     TRAIN_CONFIG_FILE,
-    is_checkpoint,
     write_data_record,
 )
 from mtl.artifacts.encoder_config import position_limit
 from mtl.artifacts.jsonfile import read_json, write_json
-from mtl.artifacts.publish import (
-    OWNER_FILE,
-    PARTIAL_SUFFIX,
-    check_target,
-    check_writable,
-    new_staging,
-    publish,
-    staging_owner,
-)
+from mtl.artifacts.publish import OWNER_FILE, new_staging, publish, staging_owner
 from mtl.config import ModelConfig, TaskSpec, TrainConfig
 from mtl.data.files import Example, TaskFiles, check_labels, label_set, read_examples
-from mtl.errors import ConfigError
+from mtl.errors import CheckpointError, ConfigError
 from mtl.evaluate import mean_score
+from mtl.train.folders import (
+    check_output_dir,
+    checkpoints,
+    drop_incomplete,
+    is_complete,
+    resume_point,
+    run_folder,
+    saving,
+    settle_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,32 +77,6 @@ def load_tasks(task_files: list[TaskFiles], text_field: str = "text", label_fiel
     return loaded
 
 
-def check_output_dir(output: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to replace a folder that is not one of this tool's models, or a model without --overwrite; check
-    the folder can be written. Nothing is deleted here: an old model is replaced only when the new one is done."""
-    if resume:
-        check_writable(output)
-        return
-    check_target(output, "model", is_checkpoint, overwrite, ConfigError,
-                 "pass --overwrite to replace it or --resume to continue")
-
-
-def run_folder(output: Path) -> Path:
-    """Where a run builds its checkpoints and model before they are published as `output` (beside it, with a
-    fixed name, so that --resume finds a killed run's checkpoints there)."""
-    return output.parent / f".{output.name}{PARTIAL_SUFFIX}"
-
-
-def resume_point(output: Path) -> Path:
-    """The newest Trainer checkpoint to resume from: a killed run's, else the finished model's."""
-    for folder in (run_folder(output) / CHECKPOINTS_DIR, output / CHECKPOINTS_DIR):
-        steps = sorted((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
-                       if p.name.split("-")[-1].isdigit())
-        if steps:
-            return steps[-1][1]
-    raise ConfigError(f"{output}: nothing to resume (no {CHECKPOINTS_DIR}/checkpoint-* folder from an earlier run)")
-
-
 def check_resumable(checkpoint: Path, model_config: ModelConfig, config: TrainConfig) -> None:
     """A resumed run must train the same model: tasks, labels, backbone and input shape of the run it continues;
     and it learns the same parameters, so uncertainty weighting must be on or off as it was in that run."""
@@ -142,8 +117,10 @@ def train(
     resume: bool = False,
     attn_implementation: str | None = None,
     callbacks: list = (),
+    trust_remote_code: bool = False,
 ) -> TrainResult:
-    output = Path(config.output_dir)
+    """Train and publish. `trust_remote_code` lets the backbone folder run its own Python (never by default)."""
+    output = settle_output(Path(config.output_dir))  # a path that cannot be the model's fails before any work
     tasks = load_tasks(task_files, text_field, label_field)
     names = [t.spec.name for t in tasks]
     unknown = [name for name in config.freeze_heads if name not in names]
@@ -156,12 +133,18 @@ def train(
     import transformers
 
     from mtl.data.dataset import MultitaskDataset, TaskExamples
+    from mtl.loading import tokenizer_problems
     from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
+    from mtl.train.losses import training_loss
+    from mtl.train.resume import check_resume_state
     from mtl.train.trainer import best_validation_metrics, build_trainer
 
     transformers.set_seed(config.seed)
-    encoder = load_backbone(backbone, attn_implementation)
-    tokenizer = load_tokenizer(backbone)
+    encoder = load_backbone(backbone, attn_implementation, trust_remote_code)
+    tokenizer = load_tokenizer(backbone, trust_remote_code)
+    unfit = tokenizer_problems(tokenizer, encoder.get_input_embeddings().num_embeddings)
+    if unfit:
+        raise CheckpointError(f"backbone {backbone!r}: its tokenizer does not fit its encoder: {'; '.join(unfit)}")
     model_config = ModelConfig(
         tasks=tuple(t.spec for t in tasks), backbone=backbone, pooling=pooling,
         max_length=_clamped_length(max_length, encoder.config.to_dict(), backbone),
@@ -171,22 +154,27 @@ def train(
         check_resumable(start_from, model_config, config)
     model = MultitaskModel(model_config, encoder)
     train_set = MultitaskDataset([TaskExamples(t.spec.name, t.train) for t in tasks], tokenizer, model_config)
+    if start_from is not None:  # before the run folder is opened: the error names the user's own file
+        check_resume_state(start_from, model, training_loss(config, model_config, train_set), config,
+                           run_folder(output) / CHECKPOINTS_DIR)
     with_validation = [TaskExamples(t.spec.name, t.validation) for t in tasks if t.validation]
     eval_set = MultitaskDataset(with_validation, tokenizer, model_config) if with_validation else None
 
     folder = _open_run_folder(output, resume) if _main_process() else run_folder(output)
     if _main_process():
         write_json(folder / RUN_CONFIG_FILE, {"model": model_config.to_dict(), "train": config.to_dict()})
-    if start_from is not None:
-        start_from = resume_point(output)  # now the run folder's own copy
     try:
+        if start_from is not None:
+            drop_incomplete(folder / CHECKPOINTS_DIR)  # a save cut short: never resumed from, never kept
+            start_from = resume_point(output)  # now the run folder's own copy
         trainer = build_trainer(model, tokenizer, train_set, eval_set, config, callbacks, folder / CHECKPOINTS_DIR)
         started = time.perf_counter()
         outcome = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
         wall = time.perf_counter() - started
         metrics = best_validation_metrics(trainer, model_config)
         if trainer.is_world_process_zero():
-            save_model(model, tokenizer, folder, config, metrics)
+            with saving(folder, partial_ok=True):
+                save_model(model, tokenizer, folder, config, metrics)
             write_data_record(folder, {t.spec.name: {"train": t.files.train, "validation": t.files.validation}
                                        for t in tasks}, text_field, label_field)
             publish(folder, output)
@@ -233,7 +221,7 @@ def _link_or_copy(source: str, target: str) -> None:
 
 def _abandon(folder: Path, output: Path) -> None:
     """After a failed or interrupted run: keep its folder only if it holds checkpoints to resume from."""
-    if any((folder / CHECKPOINTS_DIR).glob("checkpoint-*")):
+    if any(is_complete(path) for path in checkpoints(folder / CHECKPOINTS_DIR)):
         (folder / OWNER_FILE).unlink(missing_ok=True)
         log.warning("the run's checkpoints are kept in %s: train again with --resume to continue", folder)
     else:

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import get_parameter_names
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mtl.artifacts.checkpoint import CHECKPOINTS_DIR
 from mtl.artifacts.environment import cpu_flags
@@ -20,6 +21,7 @@ from mtl.data.dataset import MultitaskDataset, PaddingCollator, TaskBatchSampler
 from mtl.errors import ConfigError, TrainingDivergedError
 from mtl.evaluate import classification_metrics, flat_metrics, mean_score, per_task_metrics
 from mtl.model import MultitaskModel, encoder_layer_of
+from mtl.train.folders import saving
 from mtl.train.losses import training_loss
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,13 @@ class MultitaskTrainer(Trainer):
                 f"the training loss became {loss.item()} at step {self.state.global_step + 1}: the run diverged "
                 f"(usually a learning rate far too high); nothing was saved")
         return loss
+
+    def _save_checkpoint(self, model, trial):
+        # A save that a full disk stops is one line, and its half-written folder goes: --resume must only ever
+        # find complete checkpoints (the Trainer itself would leave it, and count it among those it keeps).
+        folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        with saving(folder):
+            super()._save_checkpoint(model, trial)
 
     def create_optimizer(self, model=None):
         # transformers 5 passes the prepared model when it delays the optimizer (FSDP, not used here); 4.57 never does.

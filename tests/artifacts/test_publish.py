@@ -23,7 +23,7 @@ from mtl.artifacts.publish import (
     remove_stale_staging,
     staged,
     staging_owner,
-    write_text_atomic,
+    write_output_file,
 )
 from mtl.errors import ConfigError, OutputError
 
@@ -101,7 +101,7 @@ def test_published_folders_and_files_honour_the_umask(tmp_path):
     try:
         with staged(tmp_path / "model") as staging:
             (staging / "f").write_text("x")
-        write_text_atomic(tmp_path / "report.json", "{}")
+        write_output_file(tmp_path / "report.json", "{}")
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o750
@@ -153,4 +153,4 @@ def test_json_files_are_written_whole_and_never_hold_nan(tmp_path):
     assert read_json(path) == {"accuracy": 0.5, "name": "caf\u00e9"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
     with pytest.raises(OutputError, match="is a folder"):
-        write_text_atomic(tmp_path, "x")
+        write_output_file(tmp_path, "x")

@@ -227,7 +227,7 @@ def test_a_failing_backend_keeps_the_rows_before_it(model, tmp_path):
                     "--seq-lengths", 8, "--warmup", 0, "--runs", 2, "--threads", 1, "--no-cold-start", "--json", out)
     assert result.exit_code == 1 and "Traceback" not in result.output
     last = [line for line in result.output.splitlines() if line.strip()][-1]
-    assert last.startswith("error: ort-int8:") and "cannot load" in last
+    assert last.startswith("error: ort-int8:") and "model.int8.onnx: 11 bytes, but the manifest records" in last
     report = json.loads(out.read_text())
     assert [r["backend"] for r in report["rows"]] == ["ort-fp32", "ort-fp32-opt"] and report["failed"]
 

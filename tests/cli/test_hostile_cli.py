@@ -47,6 +47,11 @@ def data(tmp_path_factory) -> dict[str, Path]:
         "surrogate": root / "surrogate.jsonl",
         "unknown_label": write_jsonl(root / "unknown_label.jsonl", [{"text": "a", "label": "Astrology"}]),
         "texts": root / "texts.txt",
+        # "Café" in NFC and in NFD, and a label of a zero-width space: classes a person cannot tell apart
+        "lookalike": write_jsonl(root / "lookalike.jsonl", [{"text": "a", "label": "Caf\u00e9"},
+                                                            {"text": "b", "label": "Cafe\u0301"}]),
+        "invisible_label": write_jsonl(root / "invisible_label.jsonl", [{"text": "a", "label": "World"},
+                                                                        {"text": "b", "label": "\u200b"}]),
     }
     rows = demo_rows("ag_news", "train", 6)
     files["surrogate"].write_text("".join(json.dumps(r) + "\n" for r in rows[:4]) + '{"text": "x\\ud800", '
@@ -99,6 +104,8 @@ def test_bad_training_options(tiny, data, tmp_path, args, fragment, code):
     ("t/x={topic}", "invalid task name 't/x'"),
     ("topic={surrogate}", ":5: field 'text': holds a lone surrogate (U+D800)"),
     ("topic={topic},{unknown_label}", "label 'Astrology' is not one of the training labels"),
+    ("topic={lookalike}", "lookalike.jsonl:2: labels 'Caf\\xe9' and 'Cafe\\u0301' look the same"),
+    ("topic={invisible_label}", "invisible_label.jsonl:2: label '\\u200b': is empty or invisible"),
 ])
 def test_bad_training_data(tiny, data, tmp_path, task, fragment):
     result = invoke("train", "--task", task.format(**data), "--backbone", tiny.backbone("bert"),

@@ -69,7 +69,8 @@ BAD_FILES = [
     ("header-only.csv", b"text,label\n", "no examples"),
     ("no-column.csv", b"body,label\na,x\n", "no column 'text' (columns: body, label)"),
     ("data.parquet", b"PAR1", "unknown file type '.parquet'"),
-    ("noext", b"a\n", "unknown file type '(none)'"),
+    ("data.txt", b"a\n", "unknown file type '.txt'"),  # plain text holds no labels: strict readers refuse it
+    ("noext", b"a\n", "no column 'text' (columns: a)"),  # no suffix, first line not '{': read as CSV
 ]
 
 
@@ -118,7 +119,7 @@ def test_missing_file_and_folder_are_named(tmp_path):
         read_examples(tmp_path)
 
 
-def test_plain_text_lines_break_at_newline_only(tmp_path):
+def test_plain_text_lines_break_at_line_ends_not_at_unicode_separators(tmp_path):
     path = write(tmp_path, "t.txt", "one\u2028still one\u0085too\r\n\ntwo\n".encode())
     rows = list(open_rows(path))
     assert [(r.text, r.line, r.error) for r in rows] == [

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mtl.artifacts.manifest import MANIFEST_FILE, load_manifest
+from mtl.artifacts.manifest import MANIFEST_FILE, load_manifest, with_file_digests
 from mtl.errors import (
     ConfigError,
     DataError,
@@ -335,22 +335,35 @@ def test_cuda_with_io_binding_matches_cpu():
 
 
 def test_corrupt_and_truncated_graphs():
+    """Damage the manifest's digests do not know of (a folder re-fingerprinted after the damage) still fails at
+    load: ONNX Runtime cannot build a session from the bytes, one line naming the file."""
     folder = TINY.copy_export()
     data = (folder / "model.int8.onnx").read_bytes()
     (folder / "model.int8.onnx").write_bytes(data[: len(data) // 2])
+    _refingerprint(folder)
     with pytest.raises(RuntimeLoadError, match=r"model.int8.onnx: ONNX Runtime cannot load this graph"):
         Predictor.load(folder, precision="int8")
     (folder / "encoder.onnx").write_bytes(b"not a graph at all")
+    _refingerprint(folder)
     with pytest.raises(RuntimeLoadError, match=r"encoder.onnx: ONNX Runtime cannot load this graph"):
         Predictor.load(folder, precision="fp32", execution="split")
-    assert Predictor.load(folder, precision="fp32").predict(["fine"])  # the intact fused graph still works
+    fused = Predictor.load(folder, precision="fp32")  # the intact fused graph still predicts ...
+    assert fused.predict(["fine"])
+    with pytest.raises(RuntimeLoadError, match=r"encoder.onnx: ONNX Runtime cannot load this graph"):
+        fused.embed(["fine"])  # ... and embed, which needs the broken encoder, is one line
 
 
 def test_graph_that_does_not_match_the_manifest():
     folder = TINY.copy_export()
     (folder / "model.onnx").write_bytes((folder / "encoder.onnx").read_bytes())
+    _refingerprint(folder)  # past the digests: the session's inputs and outputs are checked too
     with pytest.raises(RuntimeLoadError, match="do not match the manifest"):
         Predictor.load(folder, precision="fp32")
+
+
+def _refingerprint(folder: Path) -> None:
+    """Record the folder's files as they are now, as a tool that rewrites an export would."""
+    with_file_digests(load_manifest(folder), folder).write(folder)
 
 
 def _edit_manifest(folder: Path, change) -> None:
@@ -390,6 +403,9 @@ def test_manifest_problems():
 def test_missing_or_broken_tokenizer():
     folder = TINY.copy_export()
     (folder / "tokenizer.json").write_text("{ broken")
+    with pytest.raises(RuntimeLoadError, match="tokenizer.json: 8 bytes, but the manifest records"):
+        Predictor.load(folder)
+    _refingerprint(folder)  # past the digest, the tokenizer itself is read and refused
     with pytest.raises(RuntimeLoadError, match="tokenizer.json: not a readable tokenizer"):
         Predictor.load(folder)
     (folder / "tokenizer.json").unlink()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH
