@@ -29,6 +29,7 @@ from mtl.artifacts.jsonfile import read_json
 from mtl.artifacts.records import prediction_records
 from mtl.config import DEFAULT_BACKBONE, ModelConfig
 from mtl.data.batching import length_sorted_batches
+from mtl.data.dataset import PaddingCollator
 from mtl.data.files import check_texts
 from mtl.errors import BackboneNotFoundError, CheckpointError, ConfigError, UserError
 from mtl.loading import (
@@ -285,12 +286,14 @@ class MultitaskModel(nn.Module):
         write_model_config(folder, self.model_config)  # last: a folder with config.json is complete
 
     @classmethod
-    def from_pretrained(cls, folder: Path, trust_remote_code: bool = False) -> MultitaskModel:
+    def from_pretrained(cls, folder: Path, trust_remote_code: bool = False,
+                        attn_implementation: str | None = None) -> MultitaskModel:
         """Rebuild a saved model exactly (in eval mode). No network: everything is in the folder. Every size is
-        checked before anything is allocated, and the weights file must hold exactly the model's tensors."""
+        checked before anything is allocated, and the weights file must hold exactly the model's tensors.
+        `attn_implementation` ("eager", "sdpa"; default: the library's choice) changes how, not what, it computes."""
         folder = check_checkpoint(folder)
         config = read_model_config(folder)
-        encoder = _encoder_builder(folder, trust_remote_code)
+        encoder = _encoder_builder(folder, trust_remote_code, attn_implementation)
         with torch.device("meta"):  # shapes only, nothing allocated
             skeleton = cls(config, encoder())
         problems = weight_problems(folder / WEIGHTS_FILE, expected_state(skeleton))
@@ -311,7 +314,7 @@ class MultitaskModel(nn.Module):
         return model.eval()
 
 
-def _encoder_builder(folder: Path, trust_remote_code: bool):
+def _encoder_builder(folder: Path, trust_remote_code: bool, attn_implementation: str | None = None):
     """A function that builds the checkpoint's encoder (randomly initialised) from its config."""
     from transformers import AutoConfig, AutoModel
 
@@ -326,13 +329,15 @@ def _encoder_builder(folder: Path, trust_remote_code: bool):
     except (OSError, ValueError, TypeError, AttributeError, RuntimeError) as err:
         raise CheckpointError(f"{path / 'config.json'}: not an encoder config transformers can build "
                               f"({_first_line(err)})") from None
-    return lambda: _drop_pooler(AutoModel.from_config(config, trust_remote_code=trust_remote_code))
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return lambda: _drop_pooler(AutoModel.from_config(config, trust_remote_code=trust_remote_code, **kwargs))
 
 
-def load_checkpoint(folder: Path, trust_remote_code: bool = False) -> tuple[MultitaskModel, object]:
+def load_checkpoint(folder: Path, trust_remote_code: bool = False,
+                    attn_implementation: str | None = None) -> tuple[MultitaskModel, object]:
     """A checkpoint's model and tokenizer, checked against each other: every id the tokenizer can emit has a row
     in the encoder's embedding matrix."""
-    model = MultitaskModel.from_pretrained(folder, trust_remote_code)
+    model = MultitaskModel.from_pretrained(folder, trust_remote_code, attn_implementation)
     tokenizer = load_tokenizer(str(folder), trust_remote_code, CheckpointError)
     problems = tokenizer_problems(tokenizer, model.encoder.backbone.get_input_embeddings().num_embeddings)
     if problems:
@@ -364,11 +369,12 @@ class TorchPredictor:
         texts = check_texts(texts)
         encoded = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)
         out = {t: np.zeros((len(texts), len(self.config.task(t).labels)), dtype=np.float32) for t in tasks}
+        # Tokenized once, padded per batch as training and the ONNX runtime pad (right, to the longest row): not
+        # tokenizer.pad, which a fast tokenizer warns against after __call__ and which follows its padding_side.
+        collate = PaddingCollator(self.tokenizer.pad_token_id)
         for rows in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
-            batch = self.tokenizer.pad(
-                {name: [encoded[name][i] for i in rows] for name in self.config.input_names}, return_tensors="pt"
-            )
-            logits = self.model.logits_by_task(**dict(batch))
+            batch = collate([{name: encoded[name][i] for name in self.config.input_names} for i in rows])
+            logits = self.model.logits_by_task(**batch)
             for task in tasks:
                 out[task][rows] = logits[task].float().numpy()
         return out

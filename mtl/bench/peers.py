@@ -10,8 +10,10 @@ timed call, so the worker's load time and peak RSS include them (and the peer ge
 
 Measured here (sentence-transformers 5.7, optimum-onnx 0.1, transformers 4.57, torch 2.13, onnxruntime 1.32): both
 paths work offline, as the folder is local; Optimum exports with torch's TorchScript exporter (it passes
-dynamo=False), and ORT's quantizer takes that graph as it is. sentence-transformers 6 needs transformers 5, hence
-the `peer` extra's `<6`.
+dynamo=False), and ORT's quantizer takes that graph as it is. sentence-transformers 6 needs transformers 5, and its
+ONNX backend is still optimum-onnx, whose only release pins transformers<4.58 (and fails to import on transformers
+5.25: `is_offline_mode` left `transformers.utils`): `sentence-transformers[onnx]>=6` cannot be installed (2026-12),
+hence the `peer` extra's `<6` and its transformers 4.57 pin.
 """
 
 from __future__ import annotations

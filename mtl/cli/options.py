@@ -104,3 +104,5 @@ def setup_logging(torch_side: bool = True) -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        # transformers 5 draws a "Loading weights" bar on every from_pretrained; the CLI draws its own progress.
+        transformers.logging.disable_progress_bar()

@@ -118,13 +118,24 @@ def _load_model(folder: Path, threads: int, trust_remote_code: bool = False):
 
     torch.set_num_threads(threads)  # ORT sessions get the same count: the two share the process's cores
     try:
-        model, tokenizer = load_checkpoint(folder, trust_remote_code)
+        model, tokenizer = load_checkpoint(folder, trust_remote_code, fusable_attention())
     except UserError:
         raise
     except Exception as err:  # any other unreadable file in the checkpoint: the user's file, not our bug
         detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{folder}: the checkpoint cannot be loaded ({detail})") from None
     return model.eval(), tokenizer
+
+
+def fusable_attention() -> str | None:
+    """The attention whose traced graph ONNX Runtime's transformer optimizer fuses into Attention nodes (which the int8
+    recipe quantises); None is the library's default. Where encoders build their masks with masking_utils'
+    `create_bidirectional_mask` (transformers 5) only eager attention is matched: tiny BERT gave 2 Attention nodes
+    eager, 0 SDPA. Before that (4.57) the default SDPA graphs of BERT, RoBERTa and DistilBERT fuse, and DistilBERT's
+    eager one does not. Every architecture has eager attention."""
+    from transformers import masking_utils
+
+    return "eager" if hasattr(masking_utils, "create_bidirectional_mask") else None
 
 
 def _graph_specs(model, config: ModelConfig) -> dict:

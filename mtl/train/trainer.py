@@ -117,14 +117,17 @@ class MultitaskTrainer(Trainer):
         with saving(folder):
             super()._save_checkpoint(model, trial)
 
-    def create_optimizer(self):
+    def create_optimizer(self, model=None):
+        # transformers 5 passes the prepared model when it delays the optimizer (FSDP, not used here); 4.57 never does.
         if self.optimizer is None:
-            self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.train_config))
+            target = self.model if model is None else model
+            self.optimizer = torch.optim.AdamW(parameter_groups(target, self.train_config))
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
+        # Whole steps, never a ratio: warmup_ratio is left at 4.57's default 0 (transformers 5 has no such field, and
+        # reads a warmup_steps below 1 as a ratio; warmup_for's whole number is either 0 or a count of steps).
         self.args.warmup_steps = self.train_config.warmup_for(num_training_steps)
-        self.args.warmup_ratio = 0.0
         return super().create_scheduler(num_training_steps, optimizer)
 
     def get_train_dataloader(self) -> DataLoader:
@@ -214,7 +217,7 @@ def training_arguments(config: TrainConfig, has_validation: bool, checkpoints_di
         ddp_find_unused_parameters=True,
         dataloader_num_workers=config.dataloader_workers,
         dataloader_pin_memory=False,
-        save_safetensors=True,
+        # Checkpoints are safetensors: 4.57's default, transformers 5's only format (it has no save_safetensors).
         # Without CUDA, only an explicit CPU flag makes accelerate set up multi-CPU (gloo) DDP under torchrun;
         # otherwise every process believes it is the only one (rank 0, no sharding, no gradient sync).
         use_cpu=not torch.cuda.is_available(),
