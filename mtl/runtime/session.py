@@ -47,7 +47,8 @@ def resolve_device(device: str, fallback_cpu: bool = False) -> str:
 
 
 def cuda_error(detail: str = "") -> str:
-    return f"CUDA requested, but {cuda_unavailable_reason()}{detail}. Pass --fallback-cpu to run on CPU instead"
+    return (f"CUDA requested, but {cuda_unavailable_reason()}{detail}. To run on CPU: --device cpu (predict: or "
+            f"--fallback-cpu)")
 
 
 def cpu_fallback_warning() -> str:
@@ -119,6 +120,9 @@ class GraphSession:
         if self.device != "cuda":
             return ort.InferenceSession(source, options, providers=providers)
         load_cuda_libraries()  # the CUDA libraries of the nvidia-* wheels are not on the loader's path
+        # ORT's own log lines about a provider that did not start (three, from C++, in colour on stderr) would come
+        # before the one line the providers check below gives, which names what is missing: fatal ones only.
+        ort.set_default_logger_severity(4)
         # When the CUDA provider fails to start, ORT prints "EP Error ... Falling back" to stdout, where predict
         # writes its JSON lines, and runs on CPU: kept out of stdout, its reason goes into the providers check's error.
         printed = io.StringIO()
