@@ -91,6 +91,9 @@ class TorchRunner:
     def artifact_bytes(self, mode: str) -> int:
         return self.weights_bytes  # every mode runs the whole checkpoint
 
+    def provider(self) -> str:
+        return self.info.provider
+
     def _forward(self, batch, mode: str, task: str | None = None) -> list:
         """Logits on the CPU as float32; `task` routes one task the seed's way. Seed routing is the seed's
         forward(task_name, ...) for every task: the whole encoder again for each."""
@@ -196,7 +199,7 @@ class OrtRunner:
         self.files = self.manifest.variants[backend.variant].files
         self.tasks = list(self.manifest.task_names)
         self.predictor = None  # the mode's Predictor, loaded by the first call that needs it
-        # GraphSession refuses to run on CPU when CUDA was asked for, so the device names the provider.
+        # What was asked for; each row records what its sessions report (`provider`).
         provider = CUDA_PROVIDER if backend.device == "cuda" else CPU_PROVIDER
         self.info = EngineInfo(provider, {"onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__},
                                offline_fused(self.manifest))
@@ -204,6 +207,13 @@ class OrtRunner:
     def artifact_bytes(self, mode: str) -> int:
         files = [self.files.model] if mode == "fused" else [self.files.encoder, *self.files.heads.values()]
         return sum((self.folder / f).stat().st_size for f in files)
+
+    def provider(self) -> str:
+        """The provider each session of the current Predictor actually runs on (the first of its list; ORT adds
+        the CPU provider behind CUDA for the nodes CUDA lacks), e.g. "CUDAExecutionProvider"."""
+        if self.predictor is None:
+            return self.info.provider
+        return ", ".join(dict.fromkeys(names[0] for names in self.predictor.providers().values()))
 
     def _predictor(self, execution: str):
         """The Predictor of `execution`, loaded in place of the one held before."""

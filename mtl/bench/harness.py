@@ -90,17 +90,18 @@ def run_bench(plan: BenchPlan, on_progress: ProgressCallback | None = None) -> R
 
 
 def quick_bench(checkpoint: Path, export_dir: Path, *, validation_data: dict[str, Path] | str | None = None,
-                threads: int | None = None, cold_start: bool = True,
+                threads: int | None = None, cold_start: bool = True, device: str = "cpu",
                 on_progress: ProgressCallback | None = None) -> Report:
     """A small bench for `mtl-onnx quickstart`: batch 1 and 8 at 32 and 128 tokens, seed routing against fused,
     128 real texts, PyTorch fp32 against every ONNX variant the export holds (about a minute on 2 cores with
-    MiniLM; PyTorch int8 and the peer are left to `mtl-onnx bench`). `validation_data` ({task: file} or "demo")
-    adds each backend's accuracy. Render the result with `mtl.bench.report.rich_tables`."""
+    MiniLM; PyTorch int8 and the peer are left to `mtl-onnx bench`); on "cuda", every ONNX variant that runs
+    there. `validation_data` ({task: file} or "demo") adds each backend's accuracy. Render the result with
+    `mtl.bench.report.rich_tables`."""
     options = BenchOptions(checkpoint=Path(checkpoint), onnx=Path(export_dir), backends="torch-fp32,ort",
                            modes="seed,fused",
                            batch_sizes=(1, 8), sequence_lengths=(32, 128), warmup=1, runs=5, max_cell_seconds=2.0,
                            corpus_limit=128, text_runs=2, validation_data=validation_data or {},
-                           validation_limit=200, cold_start=cold_start, threads=threads)
+                           validation_limit=200, cold_start=cold_start, threads=threads, device=device)
     return run_bench(plan_bench(options), on_progress)
 
 
@@ -161,7 +162,7 @@ def _run_backend(plan: BenchPlan, backend: Backend, report: Report, predictions:
         elif kind == "loaded":
             info, load_s = EngineInfo.from_dict(event["info"]), event["seconds"]
         elif kind == "row":
-            mine.append(finish_row(Measurement.from_dict(event["row"]), backend, info, plan))
+            mine.append(finish_row(Measurement.from_dict(event["row"]), backend, info, plan, event.get("provider")))
             report.rows.append(mine[-1])
             progress.advance()
         elif kind == "predictions":
@@ -198,16 +199,18 @@ def _export_folder(plan: BenchPlan, backend: Backend, progress: _Progress) -> It
         yield plain_int8_export(Path(plan.options.onnx), Path(scratch) / "onnx")
 
 
-def finish_row(measured: Measurement, backend: Backend, info: EngineInfo, plan: BenchPlan) -> Row:
-    """A worker's raw measurement, with what it ran on and the figures derived from its latencies."""
+def finish_row(measured: Measurement, backend: Backend, info: EngineInfo, plan: BenchPlan,
+               provider: str | None = None) -> Row:
+    """A worker's raw measurement, with what it ran on (`provider`: what its sessions reported for this row; else
+    what the worker loaded) and the figures derived from its latencies."""
     summary = latency_summary(measured.latencies_s, measured.items_per_call)
     labels = [len(t.labels) for t in plan.config.tasks]
     if measured.workload == "synthetic":
         flops = call_flops(plan.dims, labels, measured.batch_size, measured.sequence_length, measured.mode)
     else:
         flops = batches_flops(plan.dims, labels, measured.batch_shapes, measured.mode)
-    return Row(backend, info.provider, plan.threads, info.offline_optimized, info.versions, measured, summary,
-               flops_per_call=flops, gflops_per_s=flops / summary.p50_s / 1e9 if summary.p50_s > 0 else None)
+    return Row(backend, provider or info.provider, plan.threads, info.offline_optimized, info.versions, measured,
+               summary, flops_per_call=flops, gflops_per_s=flops / summary.p50_s / 1e9 if summary.p50_s > 0 else None)
 
 
 def worker_env(threads: int) -> dict[str, str]:

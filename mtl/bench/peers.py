@@ -150,6 +150,9 @@ class PeerRunner:
     def artifact_bytes(self, mode: str) -> int:
         return self.onnx_file.stat().st_size
 
+    def provider(self) -> str:
+        return self.info.provider
+
     def sweep_call(self, mode: str, feeds: dict[str, np.ndarray]):
         """Its module pipeline on fixed token ids (ONNX encoder, then its pooling), then the heads."""
         features = {name: self.torch.from_numpy(feeds[name]) for name in self.input_names}

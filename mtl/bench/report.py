@@ -120,6 +120,7 @@ def environment_lines(report: Report) -> list[str]:
         "GPU: " + ("; ".join(f"{g.name} (driver {g.driver}, {g.memory})" for g in env.gpus) or "none"),
         "versions: " + ", ".join(f"{k} {v}" for k, v in env.versions.items()),
         "ONNX Runtime providers: " + (", ".join(env.execution_providers) or "-"),
+        "rows ran on: " + (providers_text(report) or "-"),
         "load average at start: " + (", ".join(map(str, env.load_average_at_start or [])) or "-"),
         f"warm-up {settings.warmup}, up to {settings.runs} timed runs per cell (at least "
         f"{settings.min_runs}, {settings.max_cell_seconds:g} s budget per cell)",
@@ -130,6 +131,14 @@ def environment_lines(report: Report) -> list[str]:
                   else f"{text.warmup_batches} batch(es)")
         lines.append(f"real text: warm-up {warmup} over the corpus, then up to {text.runs} timed passes")
     return lines
+
+
+def providers_text(report: Report) -> str:
+    """Each backend's execution provider as its rows recorded it: what its sessions reported, not what was asked."""
+    ran: dict[str, dict[str, None]] = {}
+    for row in report.rows:
+        ran.setdefault(_backend_label(row.backend), {})[row.provider or "?"] = None
+    return "; ".join(f"{label}: {', '.join(providers)}" for label, providers in ran.items())
 
 
 def legend_lines(report: Report) -> list[str]:

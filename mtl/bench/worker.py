@@ -1,7 +1,8 @@
 """One backend in a process of its own: `python -m mtl.bench.worker` reads a job (JSON) on stdin and writes
 events, one JSON object a line, on stdout: "loaded", "cell" (a measurement starts), "row" (raw latencies of one
-finished measurement), "predictions" (for the accuracy check), "prediction" (a cold start's first one), "error"
-(a user's mistake, one line) and "done" (with the process's peak RSS and which heavy modules it imported).
+finished measurement, and the provider it ran on), "predictions" (for the accuracy check), "prediction" (a cold
+start's first one), "error" (a user's mistake, one line) and "done" (with the process's peak RSS and which heavy
+modules it imported).
 
 A process per backend is what makes the figures clean: its peak RSS is that backend's alone, its thread settings
 cannot leak into another backend's, and an ONNX Runtime worker never imports torch. `execute` is also called
@@ -98,7 +99,7 @@ def _sweep(runner, name: str, mode: str, job: dict[str, Any], emit: Emit) -> Non
         latencies = time_calls(call, job["warmup"], job["runs"], job["max_cell_seconds"])
         measured = Measurement("synthetic", mode, batch, sequence, items_per_call=batch, latencies_s=latencies,
                                artifact_bytes=runner.artifact_bytes(mode))
-        emit({"event": "row", "row": measured.to_dict()})
+        emit({"event": "row", "row": measured.to_dict(), "provider": runner.provider()})
 
 
 def _text(runner, name: str, mode: str, job: dict[str, Any], emit: Emit) -> None:
@@ -113,7 +114,7 @@ def _text(runner, name: str, mode: str, job: dict[str, Any], emit: Emit) -> None
         measured = Measurement("text", mode, batch_size, None, items_per_call=len(texts), latencies_s=latencies,
                                artifact_bytes=runner.artifact_bytes(mode), batch_shapes=shapes,
                                padding=text_pass.padding, padded_tokens=sum(b * s for b, s in shapes))
-        emit({"event": "row", "row": measured.to_dict()})
+        emit({"event": "row", "row": measured.to_dict(), "provider": runner.provider()})
 
 
 def cold_start(job: dict[str, Any], emit: Emit) -> None:

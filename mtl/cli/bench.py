@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     from mtl.bench.records import Report
 
 
-def run_quick_bench(model_dir: Path, onnx_dir: Path, output: Path) -> None:
+def run_quick_bench(model_dir: Path, onnx_dir: Path, output: Path, device: str = "cpu") -> None:
     from mtl.bench import report as bench_report
     from mtl.bench.harness import quick_bench
 
     with bench_report.progress_bar(console) as on_progress:
-        result = quick_bench(model_dir, onnx_dir, validation_data="demo", on_progress=on_progress)
+        result = quick_bench(model_dir, onnx_dir, validation_data="demo", device=device, on_progress=on_progress)
     write_bench_outputs(result, output / "bench.json", output / "bench.md", None)
     for renderable in bench_report.rich_tables(result):
         Console().print(renderable)

@@ -20,6 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mtl.artifacts.reports import check_output_file
 from mtl.cli.options import (
@@ -39,7 +40,7 @@ from mtl.cli.options import (
 )
 from mtl.data.sources import FORMATS
 from mtl.errors import ConfigError, DataError, OutputError
-from mtl.text import printable_json
+from mtl.text import printable, printable_json
 
 InputFormat = Enum("InputFormat", {name: name for name in FORMATS}, type=str)
 # A stream's rows are classified once its input pauses this long, and at most this long after the first of them
@@ -279,7 +280,9 @@ def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool
         setup_logging(torch_side=False)
         from mtl.runtime import Predictor
 
-        return Predictor.load(model, precision, device, threads, execution, fallback_cpu=fallback_cpu)
+        predictor = Predictor.load(model, precision, device, threads, execution, fallback_cpu=fallback_cpu)
+        console.print(escape(printable(providers_line(predictor.providers()))), highlight=False, soft_wrap=True)
+        return predictor
     if (precision, device, threads, execution) != ("auto", "cpu", None, "fused"):
         raise ConfigError(f"{model}: --precision, --device, --threads and --execution apply to export folders "
                           f"(from `mtl-onnx export`); this is not one")
@@ -289,3 +292,10 @@ def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool
     return TorchPredictor.load(model, trust_remote_code)
 
 
+def providers_line(providers: dict[str, list[str]]) -> str:
+    """One line of what ONNX Runtime's sessions actually run on (`session.get_providers()`, not what was asked
+    for: ORT falls back to CPU silently), e.g. "running on CPUExecutionProvider: model.int8.onnx"."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for graph, names in providers.items():
+        groups.setdefault(tuple(names), []).append(graph)
+    return "; ".join(f"running on {', '.join(names)}: {', '.join(graphs)}" for names, graphs in groups.items())

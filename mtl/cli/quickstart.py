@@ -37,6 +37,7 @@ def quickstart(
         task_files = demo_task_files()
         check_target(output, "quickstart folder", _is_quickstart, overwrite=True, error=ConfigError,
                      renamed=False)  # filled where it is: its parts are published inside it
+        bench_device = announce_device()
         undo = _UndoOnFailure(output)  # taken before the claim, which makes the folder it sits in
         with claimed(output):
             with undo:
@@ -47,20 +48,42 @@ def quickstart(
             if export:
                 from mtl.export.options import ExportOptions
 
-                console.rule("2/3 export: fp32 and int8, validated against PyTorch and on the demo validation data")
+                precisions = ("fp32", "int8", "fp16") if bench_device == "cuda" else ("fp32", "int8")
+                console.rule(f"2/3 export: {', '.join(precisions)}, validated against PyTorch and on the demo "
+                             f"validation data")
                 # Checked on the demo validation files the checkpoint records. int8 is kept even past the limits so
                 # the demo always shows it; then its status is "forced" and the table says what it cost.
-                run_export(model_dir, onnx_dir, ExportOptions(precisions=("fp32", "int8"), force_int8=True,
+                run_export(model_dir, onnx_dir, ExportOptions(precisions=precisions, force_int8=True,
                                                               overwrite=True))
             if export and bench:
-                console.rule("3/3 bench: PyTorch against ONNX Runtime on this machine")
-                run_quick_bench(model_dir, onnx_dir, output)
+                console.rule(f"3/3 bench: PyTorch against ONNX Runtime on this machine ({bench_device})")
+                run_quick_bench(model_dir, onnx_dir, output, bench_device)
             console.rule("done")
             console.print(f"checkpoint: [bold]{shown(model_dir)}[/bold]")
             if export:
                 console.print(
                     f"ONNX export: [bold]{shown(onnx_dir)}[/bold] (runs with onnxruntime + tokenizers only)")
                 console.print(f"next: mtl-onnx predict {shown(onnx_dir)} \"Stocks rallied after the rate cut.\"")
+
+
+def announce_device() -> str:
+    """Where the quickstart runs, said in one line: on the GPU when PyTorch sees one (the Trainer then trains
+    there), and the bench too where ONNX Runtime has a CUDA provider; else on the CPU. Returns the bench's device."""
+    import torch
+
+    from mtl.runtime.cuda import has_cuda_provider
+
+    if not torch.cuda.is_available():
+        console.print("running on CPU: PyTorch sees no CUDA GPU here (with Docker, pass --gpus all to use one)",
+                      highlight=False, soft_wrap=True)
+        return "cpu"
+    gpu = shown(torch.cuda.get_device_name(0))
+    if not has_cuda_provider():
+        console.print(f"running on GPU ({gpu}) for training; the bench runs on CPU: ONNX Runtime here has no CUDA "
+                      f"provider (pip install 'mtl-onnx\\[gpu]')", highlight=False, soft_wrap=True)
+        return "cpu"
+    console.print(f"running on GPU ({gpu}): training, fp16 export and the bench", highlight=False, soft_wrap=True)
+    return "cuda"
 
 
 QUICKSTART_MARKER = "quickstart.json"

@@ -43,7 +43,6 @@ from mtl.export.validate import (
     validation_cases,
 )
 from mtl.export.variants import Int8Settings, build_int8, convert_fp16, int8_settings, optimize_if_faster
-from mtl.runtime.session import CUDA_PROVIDER
 
 log = logging.getLogger(__name__)
 
@@ -270,13 +269,16 @@ def _validate(model, specs, staging: Path, files: dict[str, VariantFiles], sessi
 
 
 def _validation_device(precision: str) -> str:
-    """fp16 is validated where it will run when this machine has CUDA; ORT's CPU provider runs it too (casting
-    around the fp16 kernels it lacks), so it is validated everywhere."""
+    """fp16 is validated where it will run when this machine has a GPU and ONNX Runtime a CUDA provider; ORT's CPU
+    provider runs it too (casting around the fp16 kernels it lacks), so it is validated everywhere. A CUDA build
+    of onnxruntime without a GPU (the gpu image run without --gpus) validates on CPU."""
     if precision != "fp16":
         return "cpu"
-    import onnxruntime
+    import torch
 
-    return "cuda" if CUDA_PROVIDER in onnxruntime.get_available_providers() else "cpu"
+    from mtl.runtime.cuda import has_cuda_provider
+
+    return "cuda" if has_cuda_provider() and torch.cuda.is_available() else "cpu"
 
 
 def _manifest(model, config: ModelConfig, specs, files, settings, session_configs, validation, opset: int,

@@ -16,9 +16,9 @@ from mtl.artifacts.manifest import Manifest, check_choices, choose_precision, en
 from mtl.artifacts.records import prediction_records
 from mtl.config import ModelConfig, Range
 from mtl.data.batching import check_batch_size, length_sorted_batches
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, DeviceUnavailableError
 from mtl.runtime.files import PinnedFile, pin
-from mtl.runtime.session import GraphSession, graph_optimization_level, resolve_device
+from mtl.runtime.session import GraphSession, cpu_fallback_warning, graph_optimization_level, resolve_device
 from mtl.runtime.tokenizer import MAX_TOKENIZER_BYTES, TextEncoder
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,19 @@ class Predictor:
             raise ConfigError(f"fallback_cpu must be True or False, got {fallback_cpu!r}")
         device = resolve_device(device, fallback_cpu)
         manifest = load_manifest(folder)
-        chosen = choose_precision(manifest, Path(folder), precision, device)
-        return cls(Path(folder), manifest, chosen, device, threads or usable_cores(), execution, batch_size,
-                   graph_optimization)
+        args = (threads or usable_cores(), execution, batch_size, graph_optimization)
+        try:
+            return cls(Path(folder), manifest, choose_precision(manifest, Path(folder), precision, device), device,
+                       *args)
+        except DeviceUnavailableError:  # ONNX Runtime listed CUDA, but a session did not get it
+            if device != "cuda" or not fallback_cpu:
+                raise
+        log.warning(cpu_fallback_warning())
+        return cls(Path(folder), manifest, choose_precision(manifest, Path(folder), precision, "cpu"), "cpu", *args)
+
+    def providers(self) -> dict[str, list[str]]:
+        """{graph file: the execution providers its session actually runs on} for every session opened so far."""
+        return {str(session.path.relative_to(self.folder)): session.providers for session in self._sessions.values()}
 
     @property
     def tasks(self) -> tuple[str, ...]:

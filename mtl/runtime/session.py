@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 
@@ -12,11 +14,11 @@ from mtl.artifacts.environment import usable_cores
 from mtl.artifacts.io_spec import EMBEDDING, GraphSpec
 from mtl.artifacts.manifest import DEVICES
 from mtl.errors import ConfigError, DeviceUnavailableError, RuntimeLoadError
+from mtl.runtime.cuda import CUDA_PROVIDER, cuda_unavailable_reason, has_cuda_provider, load_cuda_libraries
 
 log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
-CUDA_PROVIDER = "CUDAExecutionProvider"
 # Where ORT looks for the weights a graph over 2 GB keeps beside it, when it loads the graph from bytes or from the
 # open file (/proc/self/fd/N) rather than by its path in the export folder. ORT still refuses weights outside it.
 EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
@@ -32,18 +34,25 @@ GRAPH_OPTIMIZATIONS = {
 
 
 def resolve_device(device: str, fallback_cpu: bool = False) -> str:
-    """'cpu' or 'cuda'; CUDA without the CUDA execution provider is an error unless falling back is allowed."""
+    """'cpu' or 'cuda'; CUDA with an onnxruntime that has no CUDA provider is an error unless falling back is
+    allowed. Whether the provider then starts is only known once a session exists (`GraphSession`)."""
     if not isinstance(device, str) or device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
-    if device == "cuda" and CUDA_PROVIDER not in ort.get_available_providers():
-        message = (f"CUDA requested, but ONNX Runtime has no CUDA execution provider here (available: "
-                   f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu (the gpu extra of mtl-onnx) "
-                   f"or pass --fallback-cpu")
+    if device == "cuda" and not has_cuda_provider():
         if not fallback_cpu:
-            raise DeviceUnavailableError(message)
-        log.warning("CUDA is not available to ONNX Runtime; running on CPU")
+            raise DeviceUnavailableError(cuda_error())
+        log.warning(cpu_fallback_warning())
         return "cpu"
     return device
+
+
+def cuda_error(detail: str = "") -> str:
+    return (f"CUDA requested, but {cuda_unavailable_reason()}{detail}. To run on CPU: --device cpu (predict: or "
+            f"--fallback-cpu)")
+
+
+def cpu_fallback_warning() -> str:
+    return f"{cuda_unavailable_reason()}: running on CPU (--fallback-cpu)"
 
 
 def graph_optimization_level(name: str) -> ort.GraphOptimizationLevel:
@@ -83,6 +92,7 @@ class GraphSession:
                  source: str | bytes | None = None):
         self.path = Path(path)
         self.device = device
+        self.ep_error = ""  # what ORT said when the CUDA provider failed to start, where it said anything
         providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
         # A head is two small matmuls: one thread. A multi-thread pool per head would spin against the encoder's
         # pool between runs, which measured 3x slower split execution on 2 cores (docs/bench.md).
@@ -93,20 +103,39 @@ class GraphSession:
         if source is not None:  # a graph over 2 GB keeps its weights in files beside it: ORT looks for them there
             options.add_session_config_entry(EXTERNAL_DATA_FOLDER, str(self.path.parent))
         try:
-            self.session = ort.InferenceSession(str(self.path) if source is None else source, options,
-                                                providers=providers)
+            self.session = self._open(str(self.path) if source is None else source, options, providers)
         except Exception as err:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...) for bad files
             detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
             if isinstance(source, str):  # ORT names what it opened (/proc/self/fd/N): name the graph's file instead
                 detail = detail.replace(source, str(self.path))
             raise RuntimeLoadError(f"{self.path}: ONNX Runtime cannot load this graph ({detail})") from None
-        if device == "cuda" and self.session.get_providers()[0] != CUDA_PROVIDER:
-            # ORT falls back to CPU silently when the CUDA libraries cannot be loaded.
-            raise DeviceUnavailableError(
-                f"CUDA requested, but ONNX Runtime could not start its CUDA provider for {self.path.name} "
-                f"(check the CUDA and cuDNN libraries); pass --fallback-cpu to run on CPU")
+        if device == "cuda" and self.providers[0] != CUDA_PROVIDER:
+            # ORT falls back to CPU without an error when the provider cannot start (onnxruntime#23372).
+            said = f" after ONNX Runtime's {self.ep_error!r}" if self.ep_error else ""
+            raise DeviceUnavailableError(cuda_error(f"; {self.path.name} got {', '.join(self.providers)}{said}"))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._check_io(spec)
+
+    def _open(self, source: str | bytes, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+        if self.device != "cuda":
+            return ort.InferenceSession(source, options, providers=providers)
+        load_cuda_libraries()  # the CUDA libraries of the nvidia-* wheels are not on the loader's path
+        # ORT's own log lines about a provider that did not start (three, from C++, in colour on stderr) would come
+        # before the one line the providers check below gives, which names what is missing: fatal ones only.
+        ort.set_default_logger_severity(4)
+        # When the CUDA provider fails to start, ORT prints "EP Error ... Falling back" to stdout, where predict
+        # writes its JSON lines, and runs on CPU: kept out of stdout, its reason goes into the providers check's error.
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            session = ort.InferenceSession(source, options, providers=providers)
+        self.ep_error = next((line.strip()[:300] for line in printed.getvalue().splitlines()
+                              if line.startswith("EP Error")), "")
+        return session
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers this session actually runs on, in ORT's order of preference."""
+        return self.session.get_providers()
 
     def _check_io(self, spec: GraphSpec) -> None:
         """The graph takes and gives what the manifest says, with the same fixed sizes (a head with 3 outputs

@@ -1,6 +1,8 @@
-"""The Dockerfile's cpu (edge) image, without Docker: its stages are where the README says, and its install step
-(`pip install .`, no extras, in a fresh venv) gives an `mtl-onnx` that predicts from an export folder with no torch
-anywhere in that environment."""
+"""The Dockerfile's images: its stages are where the README says (the gpu stage on the same Python base, one CUDA
+from the wheels, checked at build); the cpu (edge) image's install step (`pip install .`, no extras, in a fresh
+venv) gives an `mtl-onnx` that predicts from an export folder with no torch anywhere in that environment; and where
+a Docker daemon and the base image are here, the cpu image built with the README's command predicts N lines for N
+in, without torch, as uid 10001. The gpu image is not built here (gigabytes of CUDA wheels)."""
 
 from __future__ import annotations
 
@@ -49,7 +51,15 @@ def test_dockerfile_targets():
     assert 'ENTRYPOINT ["mtl-onnx"]' in stages["cpu"]
     assert 'CMD ["mtl-onnx", "quickstart"]' in stages["gpu"]
     gpu = " ".join(stages["gpu"])
-    assert "torch==2.13.0" in gpu and ".[train,gpu]" in gpu and "onnxruntime-gpu" in gpu
+    # one CUDA, the wheels': torch and onnxruntime-gpu pinned exactly, the provider's libraries checked at build
+    assert "torch==2.13.0" in gpu and re.search(r"onnxruntime-gpu==\d+\.\d+\.\d+ ", gpu)
+    assert "python -m mtl.runtime.cuda" in gpu
+    bases = dict((name, base) for base, name in re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", DOCKERFILE.read_text(),
+                                                           re.MULTILINE))
+    assert bases["gpu"] == bases["cpu"] == "${PYTHON_IMAGE}"  # no CUDA base image with a CUDA of its own
+    for stage in ("cpu", "gpu"):
+        assert "USER 10001:10001" in stages[stage]
+    assert 'VOLUME ["/home/mtl/runs"]' in stages["gpu"] and "WORKDIR /home/mtl" in stages["gpu"]
 
 
 def _clean_env(venv: Path) -> dict[str, str]:
@@ -99,3 +109,51 @@ def test_cpu_image_install_predicts_without_torch(tiny):
     # The package came from the copy, installed like the image's, not an editable link to this checkout.
     location = _run([venv / "bin" / "python", "-c", "import mtl; print(mtl.__file__)"], env, 60, work).stdout
     assert str(venv) in location
+
+
+def _docker_missing(base: str) -> str | None:
+    """Why the image cannot be built here, or None: no docker client, no daemon answering, or no base image (it
+    is never pulled: build a stand-in with ../shared/tools/docker-standin where no registry is reachable)."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    try:
+        if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
+            return "no Docker daemon answers (`docker info` fails)"
+        if subprocess.run(["docker", "image", "inspect", base], capture_output=True, timeout=30).returncode != 0:
+            return f"the base image {base} is not here (make it with ../shared/tools/docker-standin {base})"
+    except subprocess.TimeoutExpired:
+        return "the Docker daemon does not answer within 30 s"
+    return None
+
+
+def _docker(*args, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_cpu_image_built_with_the_readme_command_predicts_as_uid_10001(tiny):
+    """`docker build --target cpu -t mtl-onnx-cpu .`, then `docker run` on a mounted export: N lines in, N out,
+    no torch in the image, uid 10001. About a minute on 2 cores (pip downloads inside the build)."""
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE).group(1)
+    reason = _docker_missing(base)
+    if reason:
+        pytest.skip(reason)
+    export = tiny.export("bert")
+    built = _docker("build", "--target", "cpu", "-t", "mtl-onnx-cpu", ".", timeout=900)
+    assert built.returncode == 0, (built.stdout + built.stderr)[-3000:]
+
+    texts = [f"stocks rally on day {i}" if i % 2 else f"the team won game {i}" for i in range(40)]
+    run = _docker("run", "--rm", "-i", "-v", f"{export}:/model:ro", "mtl-onnx-cpu", "predict", "/model", "--file",
+                  "-", stdin="".join(f"{text}\n" for text in texts))
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [row["text"] for row in rows] == texts
+    assert all(row["predictions"][task]["label"] in labels for row in rows for task, labels in TASKS.items())
+    assert "running on CPUExecutionProvider: " in run.stderr
+
+    probe = "import importlib.util as u; print([m for m in ('torch', 'transformers') if u.find_spec(m)])"
+    found = _docker("run", "--rm", "--entrypoint", "python", "mtl-onnx-cpu", "-c", probe)
+    assert (found.returncode, found.stdout.strip()) == (0, "[]"), found.stderr
+    whoami = _docker("run", "--rm", "--entrypoint", "id", "mtl-onnx-cpu")
+    assert whoami.stdout.startswith("uid=10001(mtl) gid=10001(mtl)"), whoami.stdout + whoami.stderr

@@ -30,7 +30,8 @@ def rows(result) -> list[dict]:
 
 def assert_one_line_error(result, fragment: str) -> None:
     assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    # besides the line of what predict runs on, once it has loaded the export
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("running on ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.output
