@@ -170,7 +170,8 @@ def test_a_tokenizer_that_cannot_encode_text_is_refused_at_load(checkpoint):
     (checkpoint / "tokenizer.json").unlink()
     (checkpoint / "vocab.txt").write_text("\n".join(["[PAD]", "[CLS]", "[SEP]", "[MASK]", "hello"]) + "\n")
     edit_json(checkpoint / "tokenizer_config.json", tokenizer_class="BertTokenizer", unk_token="[NOPE]")
-    edit_json(checkpoint / "special_tokens_map.json", unk_token="[NOPE]")
+    if (checkpoint / "special_tokens_map.json").exists():  # transformers 5 writes the special tokens in the config
+        edit_json(checkpoint / "special_tokens_map.json", unk_token="[NOPE]")
     message = refusal(checkpoint)
     assert message.startswith(f"tokenizer for '{checkpoint}' could not be loaded (")
     assert "[UNK]" in message or "[NOPE]" in message

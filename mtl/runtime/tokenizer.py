@@ -100,6 +100,9 @@ class TextEncoder:
         except BaseException as err:
             detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise RuntimeLoadError(f"{path}: not a readable tokenizer ({detail})") from None
+        if not probe:  # every text would reach the graph as a sequence of length 0
+            raise RuntimeLoadError(f"{path}: the tokenizer turns text into no tokens at all (its model or "
+                                   f"post-processor emits none)")
         encoder._check_ids(path, vocab_size, max([largest, *probe]))
         return encoder
 
