@@ -84,8 +84,9 @@ def run_job(inputs: list[str], output: Path, options: JobOptions,
     total = sum(file.rows for file in files)
     if not total:
         raise ConfigError("no input: the files hold no rows")
-    with _terminate_as_interrupt(), warnings.catch_warnings(), staged(output) as staging, \
-            _ray_session(ray, options.address):
+    # SIGTERM is taken over after ray.init, which installs its own handler (a stack dump, then death).
+    with warnings.catch_warnings(), staged(output) as staging, _ray_session(ray, options.address), \
+            _terminate_as_interrupt():
         # A small input gives fewer blocks than actors; Ray says so on stderr, which is no news to the user.
         warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
         shards = _predict_into(ray, files, staging, options, total, progress)
@@ -224,7 +225,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: the handler was not Python's (Ray's); the default ends the process, as a SIGTERM should.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def user_error(error: BaseException) -> UserError | None:
