@@ -174,8 +174,8 @@ def _predict_on_ray(export: Path, texts, files, input_format, tasks, text_field:
         raise ConfigError("--engine ray runs on CPU with --threads-per-actor threads per actor; --threads and "
                           "--device are the local engine's")
     setup_logging(torch_side=False)
-    from mtl.scale.job import JobOptions, run_job
     from mtl.scale.inputs import Fields
+    from mtl.scale.job import JobOptions, run_job
 
     options = JobOptions(
         export, list(tasks) if tasks else None,

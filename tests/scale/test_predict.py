@@ -80,7 +80,6 @@ def test_mistakes_fail_in_the_driver_before_any_actor_starts(tiny, local_ray, tm
 
 def test_a_dataset_without_the_text_column_fails_naming_it(tiny, local_ray):
     from mtl.scale import predict_dataset
-
     from mtl.scale.job import user_error
 
     ds = predict_dataset(ray.data.from_items([{"body": GOOD[0]}]), tiny.export("bert"), precision=PRECISION)
