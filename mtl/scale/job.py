@@ -162,6 +162,10 @@ def _check_shards(staging: Path, shards: list[dict], total: int) -> None:
     if written != total or len(names) != len(shards):
         raise OutputError(f"the shards hold {written:,} rows in {len(names)} files for {total:,} input rows; "
                           f"nothing was published")
+    missing = sorted(name for name in names if not (staging / name).is_file())
+    if missing:  # written by a worker on another node, into its own disk
+        raise OutputError(f"{len(missing)} of {len(names)} shards were written on other nodes, not in {staging.parent}"
+                          f"; on a cluster, --output must be a folder every node shares")
     for path in staging.iterdir():
         if _SHARD.fullmatch(path.name) and path.name not in names:
             path.unlink()  # a retried task's shard, superseded

@@ -71,8 +71,9 @@ def write_table(path: Path, header: list[str], rows: list[tuple], delimiter: str
 
 
 def inputs(folder: Path) -> list[str]:
-    """A folder, a file:// URI, a glob and a plain path: in this order, rows 0-249, 250-299, 300-339, 340-399."""
-    return ["--file", folder / "inputs", "--file", f"file://{folder / 'c.csv'}", "--file", f"{folder}/d.t?v",
+    """A folder as a file:// URI (read as s3:// is), a path, a glob and a path: in this order, rows 0-249, 250-299,
+    300-339, 340-399."""
+    return ["--file", f"file://{folder / 'inputs'}", "--file", folder / "c.csv", "--file", f"{folder}/d.t?v",
             "--file", folder / "e.parquet"]
 
 
