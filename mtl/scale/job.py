@@ -196,6 +196,8 @@ def _ray_session(ray, address: str | None) -> Iterator[None]:
     # reaches the user as the Python exception Ray raises.
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     owned = not ray.is_initialized()
+    if owned and address:
+        _check_reachable(address)
     if owned:
         quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         try:
@@ -213,6 +215,20 @@ def _ray_session(ray, address: str | None) -> Iterator[None]:
     finally:
         if owned:
             ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A `HOST:PORT` address must answer, or Ray would retry for minutes before it gives up."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", ray://, or a form Ray itself judges
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one "
+                          f"with `ray start --head --port={port}` or give its head's address") from None
 
 
 @contextlib.contextmanager

@@ -70,3 +70,16 @@ def _first_shard(folder, process, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tiny, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("a text\n")
+    done = subprocess.run([sys.executable, "-m", "mtl.cli", "predict", str(tiny.export("bert")), "--file", str(source),
+                           "--engine", "ray", "--output", str(tmp_path / "out"), "--address", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)  # Ray itself would retry for minutes
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: --address 127.0.0.1:1: no Ray cluster answers there (Connection refused); start one with `ray start "
+        "--head --port=1` or give its head's address"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]
