@@ -82,6 +82,9 @@ def _expand(name: str, fields: Fields) -> list[InputFile]:
         if not found:
             raise DataError(f"{name}: no file matches this pattern")
         return [_input(p, fields) for p in found]
+    if name == "-" or (path.exists() and not path.is_file()):
+        raise DataError(f"{name}: --engine ray reads regular files (each twice: its rows are counted first, so that "
+                        f"every row gets its number); save a stream to a file first")
     return [_input(name, fields)]
 
 

@@ -155,6 +155,7 @@ def test_a_second_run_needs_overwrite_and_replaces_only_its_own_kind(tiny, local
     (["--engine", "ray", "--output", "OUT", "--text-field", "body"], "e.parquet: no column 'body'"),
     (["--engine", "ray", "--output", "OUT", "--id-field", "id", "--file", "a.txt"], "plain text has no fields"),
     (["--engine", "ray", "--output", "OUT", "--file", "missing/*.jsonl"], "no file matches this pattern"),
+    (["--engine", "ray", "--output", "OUT", "--file", "-"], "-: --engine ray reads regular files"),
 ])
 def test_mistakes_are_one_line_before_any_work(tiny, local_ray, corpus, tmp_path, extra, fragment):
     folder, _ = corpus
