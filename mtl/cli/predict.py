@@ -43,6 +43,9 @@ from mtl.errors import ConfigError, DataError, OutputError
 from mtl.text import printable, printable_json
 
 InputFormat = Enum("InputFormat", {name: name for name in FORMATS}, type=str)
+Engine = Enum("Engine", {"local": "local", "ray": "ray"}, type=str)
+# The ray engine's choices; kept here (not imported from mtl.scale.job) so that the CLI never imports pyarrow or ray.
+OutputFormat = Enum("OutputFormat", {"parquet": "parquet", "jsonl": "jsonl"}, type=str)
 # A stream's rows are classified once its input pauses this long, and at most this long after the first of them
 # arrived: `tail -f log | mtl-onnx predict` gets each result promptly, a file still fills whole chunks.
 INPUT_PAUSE_S = 0.05
@@ -86,7 +89,7 @@ def evaluate(
 def predict(
     checkpoint: ModelArg,
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
-    file: Annotated[Optional[list[Path]], typer.Option(
+    file: Annotated[Optional[list[str]], typer.Option(  # str: a Path would fold the // of s3:// URIs
         help="A .jsonl, .csv or .tsv file, else one text a line (.txt); a FIFO, <(...) or - for stdin; repeatable, "
              "read in order. Without a suffix (stdin, /dev/fd/N): JSON Lines when the first non-blank line starts "
              "with '{', else one text a line; --format says otherwise. UTF-8, or UTF-16/32 with a byte-order "
@@ -103,14 +106,48 @@ def predict(
     execution: Annotated[Execution, typer.Option(
         help="Export folders: fused (one graph, every head) or split (encoder, then the requested heads).")] = "fused",
     trust_remote_code: TrustRemoteCode = False,
+    engine: Annotated[Engine, typer.Option(
+        help="local: this process, JSON lines on stdout. ray: Ray Data, a Predictor per actor, shards into "
+             "--output (export folders only).")] = "local",
+    output: Annotated[Optional[Path], typer.Option(
+        help="--engine ray: the folder of prediction shards (published whole, with _SUCCESS last).")] = None,
+    output_format: Annotated[OutputFormat, typer.Option(
+        help="--engine ray: the shards' format (--format is the input's).")] = "parquet",
+    address: Annotated[Optional[str], typer.Option(
+        help="--engine ray: join the Ray cluster at this address (default: start a local Ray on this machine).")
+    ] = None,
+    actors: Annotated[Optional[int], typer.Option(
+        min=1, help="--engine ray: actors, each with its own Predictor (default: the cluster's CPUs // "
+                    "--threads-per-actor).")] = None,
+    threads_per_actor: Annotated[int, typer.Option(
+        min=1, help="--engine ray: CPUs each actor reserves = its ONNX Runtime threads.")] = 1,
+    id_field: Annotated[Optional[str], typer.Option(
+        help="--engine ray: a field / column of the input carried to each record (JSON Lines, CSV, Parquet).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="--engine ray: replace an --output folder that holds an earlier run's predictions.")] = False,
 ) -> None:
     """Classify texts: one JSON line per input with each task's label, score and probabilities.
 
     N rows in give N rows out: a row that cannot be classified (empty, not UTF-8, bad JSON) gets an "error"
-    field in its place, and the command then exits with code 1."""
+    field in its place, and the command then exits with code 1. With --engine ray the same records (plus "row",
+    the position across all inputs) go into a folder of Parquet or JSON Lines shards; inputs may then also be
+    .parquet files, folders, globs and URIs (s3://, gs://, hdfs://, file://)."""
     with user_errors():
         from mtl.data.files import open_rows, rows_from_arguments
 
+        output_format = getattr(output_format, "value", output_format)
+        ray_options = {"--output": output, "--address": address, "--actors": actors, "--id-field": id_field,
+                       "--threads-per-actor": threads_per_actor, "--overwrite": overwrite,
+                       "--output-format": output_format}
+        if getattr(engine, "value", engine) == "ray":
+            return _predict_on_ray(checkpoint, texts, file, input_format, task, text_field, batch_size, precision,
+                                   device, threads, execution, ray_options)
+        defaults = {"--threads-per-actor": 1, "--overwrite": False, "--output-format": "parquet"}
+        given = [name for name, value in ray_options.items() if value != defaults.get(name)]
+        if given:
+            raise ConfigError(f"{given[0]} is an option of --engine ray; the local engine writes JSON lines to "
+                              f"stdout")
         if not texts and not file:
             raise ConfigError("no input: give texts as arguments or --file (use --file - for stdin)")
         check_stdout("the predictions")
@@ -125,7 +162,45 @@ def predict(
             raise DataError(f"{failed} of {written} rows could not be classified (see their \"error\")")
 
 
-def _located(path: Path, rows):
+def _predict_on_ray(export: Path, texts, files, input_format, tasks, text_field: str, batch_size: int, precision,
+                    device, threads, execution, ray_options: dict) -> None:
+    """`--engine ray`: `mtl.scale.job` over the files, a progress bar here, and a last line with rows and rows/s."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mtl.artifacts.manifest import is_export_folder
+
+    if texts or not files:
+        raise ConfigError("--engine ray reads --file inputs (files, folders, globs, URIs); give texts in a file")
+    if ray_options["--output"] is None:
+        raise ConfigError("--engine ray writes a folder of shards: give it with --output DIR")
+    if not is_export_folder(export):
+        raise ConfigError(f"{export}: --engine ray runs export folders (from `mtl-onnx export`); this is not one")
+    if threads is not None or getattr(device, "value", device) != "cpu":
+        raise ConfigError("--engine ray runs on CPU with --threads-per-actor threads per actor; --threads and "
+                          "--device are the local engine's")
+    setup_logging(torch_side=False)
+    from mtl.scale.inputs import Fields
+    from mtl.scale.job import JobOptions, run_job
+
+    options = JobOptions(
+        export, list(tasks) if tasks else None,
+        Fields(text_field, ray_options["--id-field"], getattr(input_format, "value", input_format)),
+        getattr(precision, "value", precision), getattr(execution, "value", execution), batch_size,
+        ray_options["--actors"], ray_options["--threads-per-actor"], ray_options["--output-format"],
+        ray_options["--address"], ray_options["--overwrite"])
+    with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        bar = progress.add_task("predict", total=None)
+        result = run_job([str(f) for f in files], ray_options["--output"], options,
+                         lambda done, total: progress.update(bar, completed=done, total=total))
+    console.print(f"{result.rows:,} rows ({result.errors:,} with an error) in {result.shards} shards -> "
+                  f"{printable(str(ray_options['--output']))}; {result.seconds:.1f} s, "
+                  f"{result.rows / result.seconds:,.0f} rows/s", highlight=False, markup=False)
+    if result.errors:
+        raise DataError(f"{result.errors} of {result.rows} rows could not be classified (see their \"error\")")
+
+
+def _located(path: str, rows):
     """The rows of one input file, their errors prefixed with the file and line (several files may be read)."""
     for row in rows:
         yield replace(row, error=f"{path}:{row.line}: {row.error}") if row.error else row

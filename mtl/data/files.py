@@ -26,7 +26,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class Row:
     line: int  # 1-based line of the file where the row starts (0: a command-line argument)
     label: str | None = None
     error: str | None = None
+    key: Any = None  # the value of `id_field` (a JSON value, or a CSV string) when one is asked for; None if absent
 
 
 @dataclass(frozen=True)
@@ -107,15 +108,16 @@ def rows_from_arguments(texts: list[str]) -> list[Row]:
 
 
 def open_rows(source: Path | str, text_field: str = "text", label_field: str | None = None,
-              plain_text: bool = True, fmt: str | None = None) -> Iterator[Row]:
+              plain_text: bool = True, fmt: str | None = None, id_field: str | None = None) -> Iterator[Row]:
     """Rows of a source (a path, or `-` for stdin) in the format `fmt` (one of FORMATS), else the one its suffix
     names, else the one its first line shows (see `mtl.data.sources`). Problems with the source as a whole
     (missing, a folder, unknown type, no such CSV column) raise `DataError` before the first row of a regular file
     is handed out; a stream (stdin, a FIFO) is only opened when its first row is wanted. Problems with a row come
-    back as that row's error."""
+    back as that row's error. `id_field`: each JSON or CSV row's value of that field is its `key`, carried along
+    (a row that cannot be parsed has none)."""
     source_ = open_source(source)
     fmt = _declared_format(source_, fmt, plain_text and label_field is None)
-    rows = _rows(source_, fmt, text_field, label_field, plain_text and label_field is None)
+    rows = _rows(source_, fmt, text_field, label_field, plain_text and label_field is None, id_field)
     if not source_.regular:
         return rows
     first = next(rows, None)  # a regular file is checked now (header, encoding), not at its first row's turn
@@ -141,16 +143,16 @@ def _declared_format(source: Source, fmt: str | None, plain_text: bool) -> str |
 
 
 def _rows(source: Source, fmt: str | None, text_field: str, label_field: str | None,
-          plain_text: bool) -> Iterator[Row]:
+          plain_text: bool, id_field: str | None = None) -> Iterator[Row]:
     lines = Lines(source)
     try:
         stream: Iterator[str] = lines
         if fmt is None:
             fmt, stream = sniff_format(lines, plain_text)
         if fmt == "jsonl":
-            yield from _jsonl(lines, stream, text_field, label_field)
+            yield from _jsonl(lines, stream, text_field, label_field, id_field)
         elif fmt in ("csv", "tsv"):
-            yield from _csv(lines, stream, text_field, label_field, "\t" if fmt == "tsv" else ",")
+            yield from _csv(lines, stream, text_field, label_field, "\t" if fmt == "tsv" else ",", id_field)
         else:
             yield from _text_lines(lines, stream)
     finally:
@@ -186,7 +188,8 @@ def _text_row(text: str, line: int) -> Row:
     return Row(_writable(text), line, error=problem) if problem else Row(text, line)
 
 
-def _jsonl(lines: Lines, stream: Iterable[str], text_field: str, label_field: str | None) -> Iterator[Row]:
+def _jsonl(lines: Lines, stream: Iterable[str], text_field: str, label_field: str | None,
+           id_field: str | None = None) -> Iterator[Row]:
     for number, line in enumerate(stream, start=1):
         line = strip_line_end(line)
         error = lines.undecodable(line) or (_BINARY if "\x00" in line else None)
@@ -206,11 +209,11 @@ def _jsonl(lines: Lines, stream: Iterable[str], text_field: str, label_field: st
         if not isinstance(record, dict):
             yield Row(_writable(line), number, error=f"expected a JSON object, got {type(record).__name__}")
             continue
-        yield _record_row(record, number, text_field, label_field, None)
+        yield _keyed(_record_row(record, number, text_field, label_field, None), record, id_field)
 
 
 def _csv(lines: Lines, stream: Iterable[str], text_field: str, label_field: str | None,
-         delimiter: str) -> Iterator[Row]:
+         delimiter: str, id_field: str | None = None) -> Iterator[Row]:
     name = lines.source.name
     reader = csv.DictReader(stream, delimiter=delimiter, strict=True)
     try:
@@ -221,15 +224,16 @@ def _csv(lines: Lines, stream: Iterable[str], text_field: str, label_field: str 
     problem = lines.undecodable(header) or (_BINARY if "\x00" in header else None)
     if problem:
         raise DataError(f"{name}:1: the header row: {problem}")
-    for field in (text_field, label_field):
+    for field in (text_field, label_field, id_field):
         if field is not None and field not in columns:
             have = shortened(", ".join(columns)) if columns else "none"
             raise DataError(f"{name}: no column {field!r} (columns: {have}); choose one with --text-field/"
-                            f"--label-field")
-    yield from _csv_rows(reader, text_field, label_field, lines)
+                            f"--label-field/--id-field")
+    yield from _csv_rows(reader, text_field, label_field, lines, id_field)
 
 
-def _csv_rows(reader: csv.DictReader, text_field: str, label_field: str | None, lines: Lines) -> Iterator[Row]:
+def _csv_rows(reader: csv.DictReader, text_field: str, label_field: str | None, lines: Lines,
+              id_field: str | None) -> Iterator[Row]:
     while True:
         start = reader.line_num + 1
         try:
@@ -245,7 +249,12 @@ def _csv_rows(reader: csv.DictReader, text_field: str, label_field: str | None, 
                 return
             yield Row("", start, error=f"not valid CSV ({err})")
             continue
-        yield _record_row(record, start, text_field, label_field, lines)
+        yield _keyed(_record_row(record, start, text_field, label_field, lines), record, id_field)
+
+
+def _keyed(row: Row, record: dict, id_field: str | None) -> Row:
+    key = record.get(id_field) if id_field is not None else None
+    return row if key is None else replace(row, key=key)
 
 
 def _record_row(record: dict, line: int, text_field: str, label_field: str | None, lines: Lines | None) -> Row:
