@@ -119,8 +119,9 @@ def predict(
     actors: Annotated[Optional[int], typer.Option(
         min=1, help="--engine ray: actors, each with its own Predictor (default: the cluster's CPUs // "
                     "--threads-per-actor).")] = None,
-    threads_per_actor: Annotated[int, typer.Option(
-        min=1, help="--engine ray: CPUs each actor reserves = its ONNX Runtime threads.")] = 1,
+    threads_per_actor: Annotated[Optional[int], typer.Option(
+        min=1, help="--engine ray: CPUs each actor reserves = its ONNX Runtime threads (default: on a local Ray "
+                    "without --actors, one actor with every core; else 1).")] = None,
     id_field: Annotated[Optional[str], typer.Option(
         help="--engine ray: a field / column of the input carried to each record (JSON Lines, CSV, Parquet).")
     ] = None,
@@ -143,7 +144,7 @@ def predict(
         if getattr(engine, "value", engine) == "ray":
             return _predict_on_ray(checkpoint, texts, file, input_format, task, text_field, batch_size, precision,
                                    device, threads, execution, ray_options)
-        defaults = {"--threads-per-actor": 1, "--overwrite": False, "--output-format": "parquet"}
+        defaults = {"--overwrite": False, "--output-format": "parquet"}
         given = [name for name, value in ray_options.items() if value != defaults.get(name)]
         if given:
             raise ConfigError(f"{given[0]} is an option of --engine ray; the local engine writes JSON lines to "

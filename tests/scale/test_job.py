@@ -172,3 +172,17 @@ def assert_one_line_error(result, fragment: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("asked, actors, address, expected", [
+    (3, None, None, 3),  # as asked, always
+    (None, None, None, "cores"),  # a local Ray: one actor with every core, as local predict runs
+    (None, 2, None, 1),  # an actor count given: each takes one CPU
+    (None, None, "127.0.0.1:6379", 1),  # a cluster of unknown node sizes: one CPU always fits
+])
+def test_threads_per_actor_default(asked, actors, address, expected):
+    from mtl.artifacts.environment import usable_cores
+    from mtl.scale.job import JobOptions, actor_threads
+
+    options = JobOptions(Path("onnx"), actors=actors, threads_per_actor=asked, address=address)
+    assert actor_threads(options) == (usable_cores() if expected == "cores" else expected)
