@@ -69,6 +69,24 @@ def minilm_export(tiny):
     return tiny.minilm_export()
 
 
+@pytest.fixture(scope="session")
+def recorded_checkpoint(tiny, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(model, train file, validation file): a tiny model trained through the CLI with a validation file, which the
+    checkpoint records and fingerprints. Tests read it or copy it; none writes into it."""
+    from typer.testing import CliRunner
+
+    from mtl.cli import app
+
+    root = tmp_path_factory.mktemp("recorded-checkpoint")
+    train = write_jsonl(root / "topic_train.jsonl", demo_rows("ag_news", "train", 24))
+    valid = write_jsonl(root / "topic_valid.jsonl", demo_rows("ag_news", "validation", 12))
+    args = ["train", "--task", f"topic={train},{valid}", "--backbone", tiny.backbone("bert"), "--output",
+            root / "model", "--max-steps", "2", "--batch-size", "4", "--grad-accumulation", "1"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return root / "model", train, valid
+
+
 @pytest.fixture
 def small_task_files(tmp_path) -> dict[str, tuple[Path, Path]]:
     """Two small tasks from the demo data: topic (4 labels) and sentiment (3 labels)."""

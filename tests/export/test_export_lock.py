@@ -72,24 +72,10 @@ def test_two_exports_at_once_the_second_is_refused_and_the_first_completes(tiny,
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "_build", held_build)
-    outcome = {}
-
-    def first():
-        try:
-            outcome["result"] = export_checkpoint(tiny.checkpoint("bert"), target, ExportOptions(threads=1))
-        except BaseException as err:
-            outcome["error"] = err
-
-    thread = threading.Thread(target=first, daemon=True)
-    thread.start()
-    try:
-        assert reached.wait(TIMEOUT), outcome
-        with pytest.raises(OutputError, match=f"another mtl-onnx run \\(process {os.getpid()}\\) is writing it"):
-            export_checkpoint(tiny.checkpoint("bert"), target, ExportOptions(threads=1, overwrite=True))
-    finally:
-        release.set()
-        thread.join(TIMEOUT)
-    assert "error" not in outcome, outcome.get("error")
+    _second_writer_refused(
+        lambda: export_checkpoint(tiny.checkpoint("bert"), target, ExportOptions(threads=1)),
+        lambda: export_checkpoint(tiny.checkpoint("bert"), target, ExportOptions(threads=1, overwrite=True)),
+        reached, release)
     assert load_manifest(target).task_names  # the first export is complete and valid
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # no lock, no staging left
 
@@ -133,23 +119,31 @@ def test_a_triton_repository_another_run_writes_is_refused(tiny, tmp_path, monke
         return real_validate(folder)
 
     monkeypatch.setattr(triton, "validate_triton_model", held_validate)
+    _second_writer_refused(lambda: triton.write_triton_repository(export_folder, repository),
+                           lambda: triton.write_triton_repository(export_folder, repository, overwrite=True),
+                           reached, release)
+    assert (repository / "mtl" / "config.pbtxt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["triton"]
+
+
+def _second_writer_refused(first, second, reached: threading.Event, release: threading.Event) -> None:
+    """Run `first` in a thread until it holds its output (`reached`), check that `second` is refused naming this
+    process, then let `first` finish: it must complete without an error."""
     outcome = {}
 
-    def first():
+    def run_first():
         try:
-            outcome["model"] = triton.write_triton_repository(export_folder, repository)
+            first()
         except BaseException as err:
             outcome["error"] = err
 
-    thread = threading.Thread(target=first, daemon=True)
+    thread = threading.Thread(target=run_first, daemon=True)
     thread.start()
     try:
         assert reached.wait(TIMEOUT), outcome
         with pytest.raises(OutputError, match=f"another mtl-onnx run \\(process {os.getpid()}\\) is writing it"):
-            triton.write_triton_repository(export_folder, repository, overwrite=True)
+            second()
     finally:
         release.set()
         thread.join(TIMEOUT)
     assert "error" not in outcome, outcome.get("error")
-    assert (repository / "mtl" / "config.pbtxt").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["triton"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -14,7 +15,6 @@ from mtl.artifacts.manifest import load_manifest
 from mtl.cli import app
 from mtl.export.accuracy import Int8Limits, int8_problems
 from mtl.runtime import Predictor
-from tests.factory import demo_rows, write_jsonl
 
 GENEROUS = ["--max-int8-drop", "100", "--max-int8-f1-drop", "100"]  # a tiny random model: judge status, not loss
 
@@ -23,16 +23,13 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def trained(tiny, tmp_path_factory):
-    """A tiny model trained through the CLI with a validation file (the checkpoint records it)."""
-    root = tmp_path_factory.mktemp("int8-status")
-    train = write_jsonl(root / "topic_train.jsonl", demo_rows("ag_news", "train", 24))
-    valid = write_jsonl(root / "topic_valid.jsonl", demo_rows("ag_news", "validation", 12))
-    result = invoke("train", "--task", f"topic={train},{valid}", "--backbone", tiny.backbone("bert"),
-                    "--output", root / "model", "--max-steps", "2", "--batch-size", "4", "--grad-accumulation", "1")
-    assert result.exit_code == 0, result.output
-    return root, valid
+@pytest.fixture
+def trained(recorded_checkpoint, tmp_path):
+    """(a folder of this test's own holding a copy of the shared recorded checkpoint as model/; its validation
+    file)."""
+    model, _, valid = recorded_checkpoint
+    shutil.copytree(model, tmp_path / "model")
+    return tmp_path, valid
 
 
 def test_the_checkpoint_records_its_files_and_export_checks_int8_on_them(trained):

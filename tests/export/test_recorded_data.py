@@ -37,16 +37,9 @@ def fingerprint(path: Path) -> dict:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-@pytest.fixture(scope="module")
-def trained(tiny, tmp_path_factory):
-    """A tiny model trained through the CLI with a validation file (the checkpoint records and fingerprints it)."""
-    root = tmp_path_factory.mktemp("recorded-data")
-    train = write_jsonl(root / "topic_train.jsonl", demo_rows("ag_news", "train", 24))
-    valid = write_jsonl(root / "topic_valid.jsonl", demo_rows("ag_news", "validation", 12))
-    result = invoke("train", "--task", f"topic={train},{valid}", "--backbone", tiny.backbone("bert"),
-                    "--output", root / "model", "--max-steps", "2", "--batch-size", "4", "--grad-accumulation", "1")
-    assert result.exit_code == 0, result.output
-    return root / "model", train, valid
+@pytest.fixture
+def trained(recorded_checkpoint):
+    return recorded_checkpoint
 
 
 def copied(checkpoint: Path, where: Path, edit=None) -> Path:
