@@ -32,6 +32,15 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory) -> Path:
+    """Tokenized training data goes to the session's own cache (`MTL_ONNX_CACHE`, which CLI subprocesses inherit),
+    never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("data-cache")
+    os.environ["MTL_ONNX_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny() -> TinyModels:
     return TINY

@@ -96,6 +96,22 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def tokenized_set(model, tokenizer, rows: dict[str, list[dict]], folder: Path):
+    """A MultitaskDataset as training builds one: each task's rows ({"text", "label"}) written as JSON Lines in
+    `folder`, read, checked and tokenized through a TokenCache there (labels in the model's order)."""
+    from mtl.data.dataset import MultitaskDataset
+    from mtl.data.tokenized import TokenCache, Tokenization
+
+    cache = TokenCache(folder / "cache")
+    tokenization = Tokenization(tokenizer, model.model_config.max_length, model.model_config.input_names)
+    parts, task_ids = [], []
+    for task, task_rows in rows.items():
+        entry = cache.rows(write_jsonl(folder / f"{task}.jsonl", task_rows), "text", "label")
+        parts.append(cache.tokens(entry, model.model_config.task(task).labels, tokenization))
+        task_ids.append(model.model_config.task_names.index(task))
+    return MultitaskDataset(parts, task_ids)
+
+
 # --- tokenizers ---------------------------------------------------------------------------------------------------
 
 
@@ -344,7 +360,7 @@ def _minilm_checkpoint(folder: Path, per_task: int) -> Path:
     tokenizer = load_tokenizer(DEFAULT_BACKBONE)
     backbone = load_backbone(DEFAULT_BACKBONE)
     train = {f.name: read_examples(f.train) for f in demo_task_files()}
-    tasks = tuple(TaskSpec(name, label_set(examples)) for name, examples in train.items())
+    tasks = tuple(TaskSpec(name, label_set(e.label for e in examples)) for name, examples in train.items())
     config = ModelConfig(tasks=tasks, max_length=128, input_names=encoder_input_names(backbone, tokenizer))
     model = MultitaskModel(config, backbone).eval()
     with torch.no_grad():

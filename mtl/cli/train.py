@@ -76,6 +76,10 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --output.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a model already in --output.")] = False,
     trust_remote_code: TrustRemoteCode = False,
+    data_cache: Annotated[Optional[Path], typer.Option(
+        help="Folder of tokenized training data (Arrow), reused by later runs over the same files and tokenizer "
+             "[default: $MTL_ONNX_CACHE, else ~/.cache/mtl-onnx].", show_default=False)] = None,
+    num_proc: Annotated[int, typer.Option(min=1, help="Processes that tokenize the training data.")] = 1,
 ) -> None:
     """Train one shared encoder with a head per task."""
     with user_errors():
@@ -94,7 +98,7 @@ def train(
         )
         task_files = [TaskFiles.parse(spec) for spec in task]
         run_training(task_files, config, backbone, pooling.value, max_length, text_field, label_field,
-                      overwrite, resume, attn_implementation, trust_remote_code)
+                      overwrite, resume, attn_implementation, trust_remote_code, data_cache, num_proc)
 
 
 def parse_task_weights(specs: list[str]) -> dict[str, float]:
@@ -116,7 +120,7 @@ def parse_task_weights(specs: list[str]) -> dict[str, float]:
 
 
 def run_training(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-                  attn_implementation=None, trust_remote_code=False):
+                  attn_implementation=None, trust_remote_code=False, data_cache=None, num_proc=1):
     setup_logging()
     from mtl.cli.progress import RichProgressCallback
     from mtl.cli.tables import metrics_table
@@ -125,7 +129,8 @@ def run_training(task_files, config, backbone, pooling, max_length, text_field, 
     callback = RichProgressCallback(console, tuple(t.name for t in task_files))
     result = train(
         task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-        attn_implementation, callbacks=[callback], trust_remote_code=trust_remote_code,
+        attn_implementation, callbacks=[callback], trust_remote_code=trust_remote_code, data_cache=data_cache,
+        num_proc=num_proc,
     )
     if not result.main_process:
         return result

@@ -1,58 +1,60 @@
-"""The tokenized multi-task dataset, its padding collator, and task sampling for training batches."""
+"""The multi-task training set over its tokenized Arrow rows, its padding collator, and task sampling for batches."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from mtl.config import ModelConfig
-from mtl.data.files import Example
 from mtl.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class TaskExamples:
-    """One task's examples (labels already checked against the task's label set)."""
-
-    task: str
-    examples: list[Example]
-
-
 class MultitaskDataset(Dataset):
-    """Every task's examples, tokenized once, laid end to end: task 0's first, then task 1's, ...
+    """Every task's tokenized rows (`mtl.data.tokenized`: memory-mapped Arrow), laid end to end: the first part's
+    rows, then the second's, ... A part is one task's rows; `task_ids` gives each part's task index in the model.
 
-    An item is a dict of token id lists plus `labels` (class index within its task) and `task_ids`.
+    An item is a dict of token id lists plus `labels` (class index within its task) and `task_ids`. A batch is
+    fetched part by part in one Arrow read each (`__getitems__`, which the DataLoader calls with a batch's indices).
+    `lengths`: tokens per row, for length grouping, read from the Arrow offsets only.
     """
 
-    def __init__(self, tasks: list[TaskExamples], tokenizer, config: ModelConfig):
-        self.items: list[dict] = []
-        self.task_sizes: list[int] = []
-        for part in tasks:
-            spec = config.task(part.task)
-            task_id = config.task_names.index(part.task)
-            label_index = {label: i for i, label in enumerate(spec.labels)}
-            encoded = tokenize([e.text for e in part.examples], tokenizer, config)
-            for i, example in enumerate(part.examples):
-                item = {name: encoded[name][i] for name in config.input_names}
-                item["labels"] = label_index[example.label]
-                item["task_ids"] = task_id
-                self.items.append(item)
-            self.task_sizes.append(len(part.examples))
+    def __init__(self, parts: list, task_ids: list[int]):
+        from mtl.data.tokenized import row_lengths
+
+        if len(parts) != len(task_ids):
+            raise ValueError(f"{len(parts)} parts for {len(task_ids)} task ids")
+        self.parts, self.task_ids = parts, list(task_ids)
+        self.task_sizes = [len(part) for part in parts]
+        self.offsets = np.concatenate([[0], np.cumsum(self.task_sizes)]).astype(np.int64)
+        self.lengths = np.concatenate([row_lengths(part) for part in parts]) if parts else np.zeros(0, np.int32)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return int(self.offsets[-1])
 
     def __getitem__(self, index: int) -> dict:
-        return self.items[index]
+        return self.__getitems__([index])[0]
 
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        part_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        items: list[dict] = [{} for _ in indices]
+        for part in np.unique(part_of):
+            where = np.flatnonzero(part_of == part)
+            columns = self.parts[part][(indices[where] - self.offsets[part]).tolist()]
+            for k, position in enumerate(where):
+                item = items[position]
+                for name, values in columns.items():
+                    item[name] = values[k]
+                item["task_ids"] = self.task_ids[part]
+        return items
 
-def tokenize(texts: list[str], tokenizer, config: ModelConfig) -> dict[str, list[list[int]]]:
-    """Token ids without padding (the collator pads each batch to its own longest row)."""
-    return tokenizer(texts, truncation=True, max_length=config.max_length, padding=False)
+    def labels_of(self, part: int) -> np.ndarray:
+        """The class index of every row of one part (one Arrow column, not the rows)."""
+        return self.parts[part].data.column("labels").to_numpy()
 
 
 class PaddingCollator:

@@ -161,19 +161,28 @@ def _rows(source: Source, fmt: str | None, text_field: str, label_field: str | N
 
 def read_examples(path: Path, text_field: str = "text", label_field: str | None = "label",
                   limit: int | None = None) -> list[Example]:
-    """Every row (the first `limit`) of a JSON Lines or CSV/TSV source, stopping at the first bad one with its file
-    and line. `label_field=None` reads unlabelled text. Labels that look alike but differ are refused
-    (`check_look_alikes`)."""
-    examples = []
+    """Every row (the first `limit`) of a JSON Lines or CSV/TSV source as a list: `checked_examples`."""
+    return list(checked_examples(path, text_field, label_field, limit=limit))
+
+
+def checked_examples(path: Path, text_field: str = "text", label_field: str | None = "label",
+                     labels: tuple[str, ...] | None = None, limit: int | None = None) -> Iterator[Example]:
+    """The rows (the first `limit`) of a JSON Lines or CSV/TSV source one at a time, each checked as it is read, so
+    that a file of any size is checked in bounded memory: stops with one `DataError` naming file and line at the
+    first bad row, at a label that looks like an earlier one but differs (`LabelCheck`), and, given `labels`, at a
+    label not among them. `label_field=None` reads unlabelled text. A source without rows is an error."""
+    check = LabelCheck(path, labels) if label_field is not None else None
+    count = 0
     for row in itertools.islice(open_rows(path, text_field, label_field, plain_text=False), limit):
         if row.error:
             raise DataError(f"{path}:{row.line}: {row.error}")
-        examples.append(Example(row.text, row.label, row.line))
-    if not examples:
+        example = Example(row.text, row.label, row.line)
+        if check is not None:
+            check.add(example)
+        count += 1
+        yield example
+    if not count:
         raise DataError(f"{path}: no examples (the file is empty)")
-    if label_field is not None:
-        check_look_alikes(path, examples)
-    return examples
 
 
 def _text_lines(lines: Lines, stream: Iterable[str]) -> Iterator[Row]:
@@ -297,25 +306,44 @@ def _writable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text) if not text.isascii() else text
 
 
-def check_look_alikes(path: Path | str, examples: list[Example]) -> None:
-    """Two labels a person cannot tell apart (Unicode normal forms, invisible characters) would train as two
-    classes that every report shows as one: refused, naming both lines and both labels escaped."""
-    first: dict[str, Example] = {}
-    labels_met: set[str] = set()
-    for example in examples:
-        if example.label in labels_met:
-            continue  # one key per distinct label, not per row
-        labels_met.add(example.label)
-        seen = first.setdefault(look_alike_key(example.label), example)
+class LabelCheck:
+    """A file's labels, checked as its rows are read (each distinct label once, so a row costs a set lookup).
+
+    Two labels a person cannot tell apart (Unicode normal forms, invisible characters) would train as two classes
+    that every report shows as one: refused, naming both lines and both labels escaped. Given `known` (the training
+    labels, for a validation or evaluation file), a label outside them is refused, and a look-alike of one is named
+    as such. `distinct`: the first example of each label, in the order met."""
+
+    def __init__(self, path: Path | str, known: tuple[str, ...] | None = None):
+        self.path = path
+        self.known = known
+        self.known_keys = {look_alike_key(label): label for label in known or ()}
+        self.first: dict[str, Example] = {}  # look-alike key -> first example with it
+        self.distinct: dict[str, Example] = {}
+
+    def add(self, example: Example) -> None:
+        if example.label in self.distinct:
+            return
+        key = look_alike_key(example.label)
+        if self.known is not None and example.label not in self.known:
+            twin = self.known_keys.get(key)
+            if twin is not None:
+                raise DataError(f"{self.path}:{example.line}: {describe_look_alikes(example.label, twin)} (the second "
+                                f"is the training label); write it as the training file does")
+            raise DataError(f"{self.path}:{example.line}: label {snippet(example.label)} is not one of the training "
+                            f"labels ({shortened(', '.join(self.known))})")
+        seen = self.first.setdefault(key, example)
         if seen.label != example.label:
-            raise DataError(f"{path}:{example.line}: {describe_look_alikes(seen.label, example.label)} (line "
+            raise DataError(f"{self.path}:{example.line}: {describe_look_alikes(seen.label, example.label)} (line "
                             f"{seen.line}: Unicode normal form or invisible characters); write them the same way")
+        self.distinct[example.label] = example
 
 
-def label_set(examples: list[Example]) -> tuple[str, ...]:
-    """The task's labels, sorted, from its training examples. Labels that differ only by case, compatibility form
-    or whitespace are kept apart (they may be meant so) but named in a warning, as they are usually a typo."""
-    labels = tuple(sorted({e.label for e in examples if e.label is not None}))
+def label_set(labels: Iterable[str]) -> tuple[str, ...]:
+    """The task's labels, sorted, from the labels of its training rows (each once or many times). Labels that differ
+    only by case, compatibility form or whitespace are kept apart (they may be meant so) but named in a warning, as
+    they are usually a typo."""
+    labels = tuple(sorted(set(labels)))
     groups: dict[str, list[str]] = {}
     for label in labels:
         groups.setdefault(label_shape(label), []).append(label)
@@ -328,17 +356,9 @@ def label_set(examples: list[Example]) -> tuple[str, ...]:
 
 def check_labels(path: Path, examples: list[Example], labels: tuple[str, ...]) -> None:
     """Every example's label must be one the model knows (a look-alike of one is named as such)."""
-    known = set(labels)
-    keys = {look_alike_key(label): label for label in labels}
+    check = LabelCheck(path, labels)
     for example in examples:
-        if example.label in known:
-            continue
-        twin = keys.get(look_alike_key(example.label))
-        if twin is not None:
-            raise DataError(f"{path}:{example.line}: {describe_look_alikes(example.label, twin)} (the second is the "
-                            f"training label); write it as the training file does")
-        raise DataError(f"{path}:{example.line}: label {snippet(example.label)} is not one of the training labels "
-                        f"({shortened(', '.join(labels))})")
+        check.add(example)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,7 @@ def training_loss(config: TrainConfig, model_config: ModelConfig, train_set: Mul
     """The loss the run's options ask for, its class weights counted on the training set."""
     class_weights: list[list[float]] = []
     if config.class_weights == "balanced":
-        labels: list[list[int]] = [[] for _ in model_config.tasks]
-        for item in train_set.items:
-            labels[item["task_ids"]].append(item["labels"])
-        class_weights = [balanced_class_weights(spec, rows) for spec, rows in zip(model_config.tasks, labels)]
+        labels = {task: train_set.labels_of(part) for part, task in enumerate(train_set.task_ids)}
+        class_weights = [balanced_class_weights(spec, labels[task]) for task, spec in enumerate(model_config.tasks)]
     return MultitaskLoss(config.task_weight_list(model_config.task_names), class_weights,
                          config.uncertainty_weighting)

@@ -22,7 +22,8 @@ from mtl.artifacts.encoder_config import position_limit
 from mtl.artifacts.jsonfile import read_json, write_json
 from mtl.artifacts.publish import OWNER_FILE, new_staging, publish, staging_owner
 from mtl.config import ModelConfig, TaskSpec, TrainConfig
-from mtl.data.files import Example, TaskFiles, check_labels, label_set, read_examples
+from mtl.data.files import TaskFiles, label_set
+from mtl.data.tokenized import RowsEntry, TokenCache, Tokenization, default_cache
 from mtl.errors import CheckpointError, ConfigError
 from mtl.evaluate import mean_score
 from mtl.train.folders import (
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 class LoadedTask:
     files: TaskFiles
     spec: TaskSpec
-    train: list[Example]
-    validation: list[Example] | None
+    train: RowsEntry
+    validation: RowsEntry | None
 
 
 @dataclass
@@ -57,8 +58,10 @@ class TrainResult:
     main_process: bool = True  # under torchrun, only the main process saves and reports
 
 
-def load_tasks(task_files: list[TaskFiles], text_field: str = "text", label_field: str = "label") -> list[LoadedTask]:
-    """Read and check every task's files; labels come from the training file, sorted."""
+def load_tasks(task_files: list[TaskFiles], cache: TokenCache, text_field: str = "text",
+               label_field: str = "label") -> list[LoadedTask]:
+    """Read and check every task's files into the cache's Arrow rows (or find them there); labels come from the
+    training file, sorted."""
     names = [t.name for t in task_files]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -67,12 +70,12 @@ def load_tasks(task_files: list[TaskFiles], text_field: str = "text", label_fiel
         raise ConfigError("no tasks: give at least one --task NAME=TRAIN_FILE[,VALIDATION_FILE]")
     loaded = []
     for files in task_files:
-        train = read_examples(files.train, text_field, label_field)
-        spec = TaskSpec(files.name, label_set(train))
+        train = cache.rows(files.train, text_field, label_field, description=f"{files.name} training file")
+        spec = TaskSpec(files.name, label_set(train.first_lines))
         validation = None
         if files.validation is not None:
-            validation = read_examples(files.validation, text_field, label_field)
-            check_labels(files.validation, validation, spec.labels)
+            validation = cache.rows(files.validation, text_field, label_field, known=spec.labels,
+                                    description=f"{files.name} validation file")
         loaded.append(LoadedTask(files, spec, train, validation))
     return loaded
 
@@ -118,10 +121,24 @@ def train(
     attn_implementation: str | None = None,
     callbacks: list = (),
     trust_remote_code: bool = False,
+    data_cache: Path | None = None,
+    num_proc: int = 1,
 ) -> TrainResult:
-    """Train and publish. `trust_remote_code` lets the backbone folder run its own Python (never by default)."""
+    """Train and publish. `trust_remote_code` lets the backbone folder run its own Python (never by default).
+    `data_cache`: the folder of tokenized data (`mtl.data.tokenized`; default `default_cache()`); `num_proc`:
+    processes that tokenize."""
     output = settle_output(Path(config.output_dir))  # a path that cannot be the model's fails before any work
-    tasks = load_tasks(task_files, text_field, label_field)
+    cache = TokenCache(data_cache or default_cache(), num_proc)
+    try:
+        return _train(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
+                      attn_implementation, callbacks, trust_remote_code, output, cache)
+    finally:
+        cache.close()
+
+
+def _train(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
+           attn_implementation, callbacks, trust_remote_code, output: Path, cache: TokenCache) -> TrainResult:
+    tasks = load_tasks(task_files, cache, text_field, label_field)
     names = [t.spec.name for t in tasks]
     unknown = [name for name in config.freeze_heads if name not in names]
     if unknown:
@@ -133,7 +150,7 @@ def train(
     # Heavy imports only once the inputs are known to be good.
     import transformers
 
-    from mtl.data.dataset import MultitaskDataset, TaskExamples
+    from mtl.data.dataset import MultitaskDataset
     from mtl.loading import tokenizer_problems
     from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
     from mtl.train.losses import training_loss
@@ -154,12 +171,17 @@ def train(
     if start_from is not None:
         check_resumable(start_from, model_config, config)
     model = MultitaskModel(model_config, encoder)
-    train_set = MultitaskDataset([TaskExamples(t.spec.name, t.train) for t in tasks], tokenizer, model_config)
+    tokenization = Tokenization(tokenizer, model_config.max_length, model_config.input_names)
+    train_set = MultitaskDataset(
+        [cache.tokens(t.train, t.spec.labels, tokenization, f"{t.spec.name} training file") for t in tasks],
+        list(range(len(tasks))))
     if start_from is not None:  # before the run folder is opened: the error names the user's own file
         check_resume_state(start_from, model, training_loss(config, model_config, train_set), config,
                            run_folder(output) / CHECKPOINTS_DIR)
-    with_validation = [TaskExamples(t.spec.name, t.validation) for t in tasks if t.validation]
-    eval_set = MultitaskDataset(with_validation, tokenizer, model_config) if with_validation else None
+    validated = [(index, t) for index, t in enumerate(tasks) if t.validation is not None]
+    eval_set = MultitaskDataset(
+        [cache.tokens(t.validation, t.spec.labels, tokenization, f"{t.spec.name} validation file")
+         for _, t in validated], [index for index, _ in validated]) if validated else None
 
     folder = _open_run_folder(output, resume) if _main_process() else run_folder(output)
     if _main_process():

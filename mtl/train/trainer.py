@@ -139,7 +139,7 @@ class MultitaskTrainer(Trainer):
             task_probabilities(dataset.task_sizes, config.sampling, config.temperature),
             mixed=config.mixed_batches,
             seed=config.seed,
-            lengths=[len(item["input_ids"]) for item in dataset.items] if config.group_by_length else None,
+            lengths=dataset.lengths if config.group_by_length else None,
             window=config.length_window,
         )
         loader = DataLoader(

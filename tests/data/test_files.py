@@ -51,7 +51,7 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
 
 def test_label_set_is_sorted_and_unknown_validation_labels_are_refused(tmp_path):
     train = read_examples(write(tmp_path / "t.jsonl", '{"text": "a", "label": "b"}\n{"text": "c", "label": "a"}\n'))
-    assert label_set(train) == ("a", "b")
+    assert label_set(e.label for e in train) == ("a", "b")
     valid_path = write(tmp_path / "v.jsonl", '{"text": "a", "label": "a"}\n{"text": "z", "label": "zz"}\n')
     with pytest.raises(DataError, match=r"v.jsonl:2: label 'zz' is not one of the training labels \(a, b\)"):
         check_labels(valid_path, read_examples(valid_path), ("a", "b"))
@@ -72,5 +72,5 @@ def test_bundled_demo_data_is_complete():
     for f in files:
         train, valid = read_examples(f.train), read_examples(f.validation)
         assert len(train) == 2000 and len(valid) == 500
-        assert label_set(train) == expected[f.name]
-        check_labels(f.validation, valid, label_set(train))
+        assert label_set(e.label for e in train) == expected[f.name]
+        check_labels(f.validation, valid, label_set(e.label for e in train))

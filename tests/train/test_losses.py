@@ -123,7 +123,7 @@ def test_training_loss_counts_class_weights_on_the_training_set(tiny_bert):
     loss_fn = training_loss(config, model.model_config, train_set)
     assert loss_fn.task_weights.tolist() == [1.0, 0.25]
     for index, spec in enumerate(model.model_config.tasks):
-        labels = [item["labels"] for item in train_set.items if item["task_ids"] == index]
+        labels = [item["labels"] for item in train_set.__getitems__(range(len(train_set))) if item["task_ids"] == index]
         counts = torch.bincount(torch.tensor(labels), minlength=len(spec.labels)).double()
         expected = len(labels) / (len(spec.labels) * counts)
         torch.testing.assert_close(loss_fn.class_weights(index).double(), expected)

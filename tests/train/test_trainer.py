@@ -3,21 +3,19 @@ import torch
 from transformers import TrainerCallback
 
 from mtl.config import TrainConfig
-from mtl.data.dataset import MultitaskDataset, TaskExamples
-from mtl.data.files import Example
 from mtl.model import encoder_layer_of
 from mtl.train import trainer as trainer_module
 from mtl.train.trainer import ProgressiveUnfreezing, build_trainer, parameter_groups
-from tests.factory import LAYERS, demo_rows, make_model
+from tests.factory import LAYERS, TINY, demo_rows, make_model, tokenized_set
 
 
 def datasets(model, tokenizer, rows=32):
-    parts = []
-    for task, dataset in (("topic", "ag_news"), ("sentiment", "tweet_eval_sentiment")):
-        examples = [Example(r["text"], r["label"], i) for i, r in enumerate(demo_rows(dataset, "train", rows))]
-        parts.append(TaskExamples(task, examples))
-    return MultitaskDataset(parts, tokenizer, model.model_config), MultitaskDataset(
-        [TaskExamples(p.task, p.examples[:8]) for p in parts], tokenizer, model.model_config)
+    """(training set, validation set): `rows` demo rows a task, and the first 8 of them."""
+    data = {task: demo_rows(dataset, "train", rows)
+            for task, dataset in (("topic", "ag_news"), ("sentiment", "tweet_eval_sentiment"))}
+    folder = TINY.scratch("training-sets")
+    return (tokenized_set(model, tokenizer, data, folder / "train"),
+            tokenized_set(model, tokenizer, {task: r[:8] for task, r in data.items()}, folder / "validation"))
 
 
 def snapshot(model):
