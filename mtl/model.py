@@ -228,11 +228,6 @@ class MultitaskModel(nn.Module):
         # Training replaces it with the run's weighted loss (`mtl.train.losses.training_loss`).
         self.loss = MultitaskLoss([1.0] * len(config.tasks))
 
-    @classmethod
-    def from_backbone(cls, config: ModelConfig, attn_implementation: str | None = None) -> MultitaskModel:
-        """A new model: pretrained encoder weights, freshly initialised heads."""
-        return cls(config, load_backbone(config.backbone, attn_implementation))
-
     def forward(self, input_ids, attention_mask, token_type_ids=None, task=None, task_ids=None, labels=None):
         if task is not None and task not in self.heads:
             raise ConfigError(f"unknown task {task!r}; valid: {', '.join(self.heads)}")

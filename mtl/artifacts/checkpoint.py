@@ -6,6 +6,8 @@ folders in processes that must not import it). `mtl.model` writes and reads what
     model.safetensors    every weight: `encoder.backbone.*` and `heads.<task>.*`
     tokenizer files      whatever the tokenizer's save_pretrained writes (tokenizer.json, ...)
     train_config.json    the TrainConfig of the run, metrics.json its validation figures
+    versions.json        the versions of Python and of the libraries it was trained with (as a manifest records
+                         those it was exported with); checkpoints saved before it existed have none
     data.json            the files it was trained and validated on (with each one's size and sha256), and
                          their text and label fields
     checkpoints/         the Trainer's per-epoch checkpoints, for --resume
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from mtl.artifacts.digests import FileDigest, stream_digest
 from mtl.artifacts.encoder_config import position_limit, size_problems
+from mtl.artifacts.environment import library_versions
 from mtl.artifacts.io_spec import token_inputs
 from mtl.artifacts.jsonfile import read_json, write_json
 from mtl.config import CONFIG_FORMAT, ModelConfig
@@ -27,6 +30,7 @@ from mtl.errors import CheckpointError
 MODEL_CONFIG_FILE = "config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.json"
+VERSIONS_FILE = "versions.json"
 DATA_FILE = "data.json"  # the labelled files of the run, so that export can check int8 on them
 RUN_CONFIG_FILE = "run_config.json"  # in a run folder while it trains: what --resume must match
 CHECKPOINTS_DIR = "checkpoints"
@@ -84,6 +88,10 @@ def read_model_config(folder: Path) -> ModelConfig:
             raise CheckpointError(f"{path}: max_length {config.max_length} is more than the encoder's {limit} "
                                   f"positions")
     return config
+
+
+def write_library_versions(folder: Path) -> None:
+    write_json(Path(folder) / VERSIONS_FILE, library_versions())
 
 
 def write_data_record(folder: Path, files: dict[str, dict[str, Path | None]], text_field: str,

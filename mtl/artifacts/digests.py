@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mtl.artifacts.fields import need, whole
+from mtl.artifacts.fields import need, number
 from mtl.config import Range
 
 FILE_SIZE = Range(0, 2**62, whole=True)
@@ -30,7 +30,7 @@ class FileDigest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> FileDigest:
-        size, digest = whole(data, "size", FILE_SIZE, where), need(data, "sha256", str, where)
+        size, digest = number(data, "size", FILE_SIZE, where), need(data, "sha256", str, where)
         if not SHA256.fullmatch(digest):
             raise ValueError(f"{where}sha256 is {digest[:70]!r}, not 64 lowercase hex digits")
         return cls(size, digest)

@@ -28,13 +28,14 @@ def check_type(value: Any, kind: type, name: str) -> Any:
     return value
 
 
-def whole(data: Mapping[str, Any], key: str, valid: Range, where: str = "", default: Any = _MISSING) -> int:
-    """`data[key]` if it is a whole number within `valid` (no float, no bool, no string)."""
-    if key not in data and default is _MISSING:
-        raise KeyError(f"{where}{key}")
-    value = data.get(key, default)
-    valid.check(f"{where}{key}", value)  # a ConfigError (a ValueError) naming the range
-    return value
+def number(data: Mapping[str, Any], key: str, valid: Range, where: str = "", default: Any = _MISSING) -> Any:
+    """`data[key]` if it is a number within `valid`, and whole where `valid` says so (no bool, no string)."""
+    if key not in data:
+        if default is _MISSING:
+            raise KeyError(f"{where}{key}")
+        return default
+    valid.check(f"{where}{key}", data[key])  # a ConfigError (a ValueError) naming the range
+    return data[key]
 
 
 def strings(data: Mapping[str, Any], key: str, where: str = "") -> tuple[str, ...]:
@@ -43,6 +44,14 @@ def strings(data: Mapping[str, Any], key: str, where: str = "") -> tuple[str, ..
     for i, value in enumerate(values):
         check_type(value, str, f"{where}{key}[{i}]")
     return tuple(values)
+
+
+def numbers(data: Mapping[str, Any], key: str, valid: Range, where: str = "") -> dict[str, Any]:
+    """`data[key]` if it is an object whose values are numbers within `valid`."""
+    values = need(data, key, dict, where)
+    for name, value in values.items():
+        valid.check(f"{where}{key}.{name}", value)
+    return dict(values)
 
 
 def objects(data: Mapping[str, Any], key: str, where: str = "") -> dict[str, dict]:

@@ -1,16 +1,19 @@
 """The manifest of an export folder: the only contract between export (which writes it) and the runtime (which
 reads it). No torch here.
 
-    manifest.json   format, format_version, tasks and labels in order, max_length, pooling, hidden_size,
-                    opset, input_names, pad_token_id, vocab_size and max_positions (the encoder's embedding rows
-                    and position limit), tokenizer file, graphs (inputs/outputs with dynamic axes), variants (per
-                    precision: its files, settings, validation figures and the ONNX Runtime session config its
-                    graphs run with), files (the size and sha256 of every file it names), library versions
+    manifest.json   format, format_version, model (the checkpoint's ModelConfig as `ModelConfig.to_dict` writes
+                    it: tasks and labels in order, backbone, pooling, dropout, max_length, and as input_names those
+                    the graphs take), hidden_size, opset, pad_token_id, vocab_size and max_positions (the encoder's
+                    embedding rows and position limit), model_type, tokenizer file, graphs (inputs/outputs with
+                    dynamic axes), variants (per precision: its files, device, settings, validation record
+                    (`mtl.artifacts.validation`) and the ONNX Runtime session config its graphs run with), files
+                    (the size and sha256 of every file it names), library versions
 
 Every value is read as the type and range it must have (`Manifest.from_dict`): a folder from someone else is data,
 and a wrong value is one ManifestError at load, never a traceback or a silently wrong label at the first prediction.
-Manifests written before `vocab_size`, `max_positions` and `files` existed still load: those checks are then made
-from the folder's config.json where it has one, and the files are loaded unchecked, with a warning.
+Format 1 manifests (the model config's fields at the top level) still load. Those written before `vocab_size`,
+`max_positions` and `files` existed too: those checks are then made from the folder's config.json where it has one,
+and the files are loaded unchecked, with a warning.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from mtl.artifacts.digests import FileDigest, file_digest
 from mtl.artifacts.encoder_config import position_limit
-from mtl.artifacts.fields import check_type, need, objects, strings, whole
+from mtl.artifacts.fields import check_type, need, number, objects, strings
 from mtl.artifacts.io_spec import (
     EMBEDDING,
     ENCODER_GRAPH,
@@ -34,14 +37,16 @@ from mtl.artifacts.io_spec import (
     token_inputs,
 )
 from mtl.artifacts.jsonfile import read_json, write_json
-from mtl.config import MODEL_RANGES, ModelConfig, Range, TaskSpec
+from mtl.artifacts.validation import CHECKED, FORCED, ValidationRecord
+from mtl.config import CONFIG_FORMAT, ModelConfig, Range
 from mtl.errors import ConfigError, ManifestError
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "mtl-onnx/export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: the model config's fields at the top level, read into a ModelConfig all the same
 TOKENIZER_FILE = "tokenizer.json"
 ENCODER_CONFIG_FILE = "config.json"  # the encoder's Hugging Face config, for tools such as Optimum
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -51,10 +56,6 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 EXECUTIONS = ("fused", "split")  # one graph for every head, or the encoder then the requested heads
 # What "auto" picks, best first, per device: int8 is the CPU variant, fp16 the GPU one.
 AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
-# An int8 variant's validation status: checked on labelled data and within the limits, kept past them because the
-# user said so, or never checked on labelled data (only for shapes and finite values). "auto" runs only the first
-# two: int8 is lossy, and an unchecked one may be far off on real text.
-CHECKED, FORCED, UNCHECKED = "checked", "forced", "unchecked"
 # The ONNX Runtime session config entries a variant may carry (its graphs were built to run with them) and the form
 # of each value. The runtime applies them to every session of the variant; any other key is refused on load, not
 # ignored, so that a variant never silently runs otherwise than it was built and validated.
@@ -62,10 +63,9 @@ SESSION_CONFIG_VALUES = {
     "optimization.disable_specified_optimizers": re.compile(r"[A-Za-z0-9_]+(,[A-Za-z0-9_]+)*"),  # optimizer names
 }
 VARIANT_DEVICES = ("any", *DEVICES)
-INT8_STATUSES = (CHECKED, FORCED, UNCHECKED)
-# The numbers a manifest holds, and what each may be: generous bounds that only catch damage and overflows.
+# The numbers a manifest holds besides the model config's, and what each may be: generous bounds that only catch
+# damage and overflows.
 MANIFEST_RANGES = {
-    "max_length": MODEL_RANGES["max_length"],
     "hidden_size": Range(1, 1e6, whole=True),
     "opset": Range(7, 100, whole=True),  # ONNX opsets run from 1; this tool's graphs need far more than 7
     "pad_token_id": Range(0, 2**31 - 1, whole=True),
@@ -91,7 +91,7 @@ def choose_precision(manifest: Manifest, folder: Path, precision: str, device: s
     present = list(manifest.variants)
     if precision == "auto":
         choice = next(p for p in AUTO_PRECISION[device] + tuple(present) if p in present)
-        if choice == "int8" and manifest.variants["int8"].validation.get("status") not in (CHECKED, FORCED):
+        if choice == "int8" and manifest.variants["int8"].validation.status not in (CHECKED, FORCED):
             log.warning("%s: its int8 variant was not checked on labelled data, so this runs fp32; %s", folder,
                         CHECK_INT8_HINT)
             return "fp32"
@@ -138,12 +138,12 @@ class Variant:
     files: VariantFiles
     device: str  # what it is built for: "any", "cpu" (int8) or "cuda" (fp16)
     settings: dict[str, Any] = field(default_factory=dict)  # optimisation / quantisation choices and timings
-    validation: dict[str, Any] = field(default_factory=dict)  # figures against PyTorch, accuracy on real data
+    validation: ValidationRecord = field(default_factory=ValidationRecord)  # what the export checked of it
     session_config: dict[str, str] = field(default_factory=dict)  # ORT session config entries (SESSION_CONFIG_VALUES)
 
     def to_dict(self) -> dict[str, Any]:
         return {"files": self.files.to_dict(), "device": self.device, "settings": self.settings,
-                "validation": self.validation, "session_config": dict(self.session_config)}
+                "validation": self.validation.to_dict(), "session_config": dict(self.session_config)}
 
     @classmethod
     def from_dict(cls, precision: str, data: dict[str, Any]) -> Variant:
@@ -153,14 +153,11 @@ class Variant:
         device = need(data, "device", str, where)
         if device not in VARIANT_DEVICES:
             raise ValueError(f"{where}device is {device[:40]!r}; valid: {', '.join(VARIANT_DEVICES)}")
-        validation = need(data, "validation", dict, where, {})
-        status = validation.get("status", UNCHECKED)
-        if status not in INT8_STATUSES or not isinstance(status, str):
-            raise ValueError(f"{where}validation.status is {status!r}; valid: {', '.join(INT8_STATUSES)}")
+        validation = ValidationRecord.from_dict(need(data, "validation", dict, where, {}), f"{where}validation.")
         # Absent from manifests written before variants carried one: no entry, ORT's defaults.
         config = check_session_config(precision, data.get("session_config", {}))
         return cls(precision, VariantFiles.from_dict(need(data, "files", dict, where), f"{where}files."), device,
-                   dict(need(data, "settings", dict, where, {})), dict(validation), config)
+                   dict(need(data, "settings", dict, where, {})), validation, config)
 
 
 def check_session_config(precision: str, config: Any) -> dict[str, str]:
@@ -185,18 +182,14 @@ def with_file_digests(manifest: Manifest, folder: Path) -> Manifest:
 
 @dataclass(frozen=True)
 class Manifest:
-    tasks: tuple[TaskSpec, ...]
-    max_length: int
-    pooling: str
+    model: ModelConfig  # the checkpoint's, with the input names the graphs take (DeBERTa-v3 takes no token types)
     hidden_size: int
     opset: int
-    input_names: tuple[str, ...]
     pad_token_id: int
     encoder: GraphSpec
     fused: GraphSpec
     heads: dict[str, GraphSpec]
     variants: dict[str, Variant]
-    backbone: str = ""
     model_type: str = ""
     tokenizer: str = TOKENIZER_FILE
     versions: dict[str, str] = field(default_factory=dict)
@@ -206,38 +199,26 @@ class Manifest:
 
     @property
     def task_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.tasks)
+        return self.model.task_names
 
     def labels(self, task: str) -> tuple[str, ...]:
-        for spec in self.tasks:
-            if spec.name == task:
-                return spec.labels
-        raise ConfigError(f"unknown task {task!r}; valid: {', '.join(self.task_names)}")
+        return self.model.task(task).labels
 
     def named_files(self) -> list[str]:
         """Every file the manifest names, each once: the tokenizer, then each variant's graphs."""
         return list(dict.fromkeys([self.tokenizer, *(f for v in self.variants.values() for f in v.files.all())]))
 
-    def model_config(self) -> ModelConfig:
-        """The tasks, pooling and lengths as a ModelConfig, so code written for checkpoints reads exports too."""
-        return ModelConfig(tasks=self.tasks, backbone=self.backbone, pooling=self.pooling,
-                           max_length=self.max_length, input_names=self.input_names)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": MANIFEST_FORMAT,
             "format_version": FORMAT_VERSION,
-            "tasks": [{"name": t.name, "labels": list(t.labels)} for t in self.tasks],
-            "max_length": self.max_length,
-            "pooling": self.pooling,
+            "model": self.model.to_dict(),
             "hidden_size": self.hidden_size,
             "opset": self.opset,
-            "input_names": list(self.input_names),
             "pad_token_id": self.pad_token_id,
             "vocab_size": self.vocab_size,
             "max_positions": self.max_positions,
             "tokenizer": self.tokenizer,
-            "backbone": self.backbone,
             "model_type": self.model_type,
             "graphs": {
                 ENCODER_GRAPH: self.encoder.to_dict(),
@@ -253,23 +234,16 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """Each value as the type and range it must have; anything else is a ValueError (or KeyError) naming it."""
         graphs = need(data, "graphs", dict)
-        tasks = need(data, "tasks", list)
-        for i, task in enumerate(tasks):
-            check_type(task, dict, f"tasks[{i}]")
-        numbers = {key: whole(data, key, valid, **({"default": 0} if key in RECORDED_SINCE_DIGESTS else {}))
+        numbers = {key: number(data, key, valid, **({"default": 0} if key in RECORDED_SINCE_DIGESTS else {}))
                    for key, valid in MANIFEST_RANGES.items()}
         versions = need(data, "versions", dict, default={})
         return cls(
-            tasks=tuple(TaskSpec(need(t, "name", str, f"tasks[{i}]."), strings(t, "labels", f"tasks[{i}]."))
-                        for i, t in enumerate(tasks)),
-            pooling=need(data, "pooling", str),
-            input_names=strings(data, "input_names"),
+            model=_model_config(data),
             encoder=GraphSpec.from_dict(need(graphs, ENCODER_GRAPH, dict, "graphs."), f"graphs.{ENCODER_GRAPH}."),
             fused=GraphSpec.from_dict(need(graphs, FUSED_GRAPH, dict, "graphs."), f"graphs.{FUSED_GRAPH}."),
             heads={k: GraphSpec.from_dict(v, f"graphs.{HEAD_GRAPH}.{k}.")
                    for k, v in objects(graphs, HEAD_GRAPH, "graphs.").items()},
             variants={k: Variant.from_dict(k, v) for k, v in objects(data, "variants").items()},
-            backbone=need(data, "backbone", str, default=""),
             model_type=need(data, "model_type", str, default=""),
             tokenizer=need(data, "tokenizer", str, default=TOKENIZER_FILE),
             versions={k: check_type(v, str, f"versions.{k}") for k, v in versions.items()},
@@ -280,6 +254,26 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         write_json(Path(folder) / MANIFEST_FILE, self.to_dict())
+
+
+def _model_config(data: dict[str, Any]) -> ModelConfig:
+    """The manifest's ModelConfig: its `model` object, or in format 1 the same fields at the top level (less the
+    dropout, which no graph uses). Every field must be there, as the type it must be: a default (max_length 128)
+    would silently be another model's. `ModelConfig` then checks the values."""
+    if data.get("format_version") == 1:
+        where, model = "", {"dropout": ModelConfig.dropout, **data, "format": CONFIG_FORMAT}
+    else:
+        where, model = "model.", need(data, "model", dict)
+    tasks = need(model, "tasks", list, where)
+    for i, task in enumerate(tasks):
+        check_type(task, dict, f"{where}tasks[{i}]")
+        need(task, "name", str, f"{where}tasks[{i}].")
+        strings(task, "labels", f"{where}tasks[{i}].")
+    strings(model, "input_names", where)
+    missing = [key for key in ("backbone", "pooling", "dropout", "max_length") if key not in model]
+    if missing:
+        raise KeyError(f"{where}{missing[0]}")
+    return ModelConfig.from_dict(model)
 
 
 def load_manifest(folder: Path) -> Manifest:
@@ -295,15 +289,14 @@ def load_manifest(folder: Path) -> Manifest:
     if data.get("format") != MANIFEST_FORMAT:
         raise ManifestError(f"{path}: not an mtl-onnx export manifest (format {str(data.get('format'))[:60]!r})")
     version = data.get("format_version")
-    if version != FORMAT_VERSION or type(version) is not int:  # 1.0 and True equal 1
+    if version not in READABLE_VERSIONS or type(version) is not int:  # 1.0 and True equal 1
         raise ManifestError(
-            f"{path}: manifest format version {str(version)[:20]} is not supported (this mtl-onnx reads version "
-            f"{FORMAT_VERSION}); export the checkpoint again with this version"
+            f"{path}: manifest format version {str(version)[:20]} is not supported (this mtl-onnx reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); export the checkpoint again with this version"
         )
     try:
         manifest = Manifest.from_dict(data)
-        manifest.model_config()  # the same checks as a checkpoint's config: pooling, lengths, labels
-    except (KeyError, TypeError, ValueError, ConfigError) as err:  # ConfigError: a checkpoint config's checks too
+    except (KeyError, TypeError, ValueError) as err:  # ConfigError (a ValueError): the model config's own checks
         detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
         raise ManifestError(f"{path}: malformed manifest ({detail})") from None
     _check_consistent(path, manifest)
@@ -338,14 +331,14 @@ def _check_consistent(path: Path, manifest: Manifest) -> None:
     if set(manifest.heads) != names:
         raise ManifestError(f"{path}: graphs.heads lists {sorted(manifest.heads)}, but the tasks are {sorted(names)}")
     try:
-        inputs = token_inputs(manifest.input_names)
+        inputs = token_inputs(manifest.model.input_names)
     except ConfigError as err:
         raise ManifestError(f"{path}: {err}") from None
     for graph, spec in ((ENCODER_GRAPH, manifest.encoder), (FUSED_GRAPH, manifest.fused)):
         if spec.inputs != inputs:  # what the runtime feeds both, whichever it opens later
             raise ManifestError(f"{path}: graphs.{graph} takes {spec.input_names}, not the encoder inputs "
                                 f"{[t.name for t in inputs]} (int64, batch by sequence)")
-    for spec in manifest.tasks:
+    for spec in manifest.model.tasks:
         outputs = [o for o in manifest.fused.outputs + manifest.heads[spec.name].outputs
                    if o.name == logits_name(spec.name)]
         if len(outputs) != 2 or any(o.shape[1:] != (len(spec.labels),) for o in outputs):  # (batch, labels)
@@ -363,8 +356,8 @@ def _check_consistent(path: Path, manifest: Manifest) -> None:
     if vocab_size and manifest.pad_token_id >= vocab_size:
         raise ManifestError(f"{path}: pad_token_id {manifest.pad_token_id} is past the encoder's vocabulary of "
                             f"{vocab_size} tokens")
-    if positions and manifest.max_length > positions:
-        raise ManifestError(f"{path}: max_length {manifest.max_length} is more than the encoder's "
+    if positions and manifest.model.max_length > positions:
+        raise ManifestError(f"{path}: max_length {manifest.model.max_length} is more than the encoder's "
                             f"{positions} positions")
 
 

@@ -234,10 +234,10 @@ def _model(options: BenchOptions) -> tuple[ModelConfig, EncoderDims, tuple[str, 
         from mtl.artifacts.manifest import load_manifest
 
         manifest = load_manifest(Path(options.onnx))
-        if config is not None and _tasks(config) != _tasks(manifest.model_config()):
+        if config is not None and _tasks(config) != _tasks(manifest.model):
             raise BenchError(f"{options.checkpoint} and {options.onnx} are not the same model: their tasks or "
                              f"labels differ")
-        config = config or manifest.model_config()
+        config = config or manifest.model
         if options.checkpoint is None:
             dims = EncoderDims.from_config(_export_encoder_config(Path(options.onnx)))
     variants = tuple(manifest.variants) if manifest else ()

@@ -43,33 +43,32 @@ def graphs_table(result) -> Table:
 def _caption(variants) -> str:
     parts = []
     for precision, variant in variants.items():
-        validation = variant.validation
-        tolerance = validation.get("tolerance")
-        check = f"allclose atol {tolerance['atol']:g}" if tolerance else "shapes, finite"
-        parts.append(f"{precision}: {check} on {len(validation['cases'])} shapes, passed")
+        parity = variant.validation.parity  # every variant an export builds has one
+        check = f"allclose atol {parity.tolerance.atol:g}" if parity.tolerance else "shapes, finite"
+        parts.append(f"{precision}: {check} on {len(parity.cases)} shapes, passed")
     return "max |diff| vs PyTorch; " + "; ".join(parts)
 
 
 def real_data_table(result) -> Table | None:
     """Each variant's accuracy and macro-F1 per task on the labelled data, and the int8 status."""
     variants = result.manifest.variants
-    if not any("real_data" in v.validation for v in variants.values()):
+    if not any(v.validation.real_data for v in variants.values()):
         return None
-    status = variants["int8"].validation.get("status") if "int8" in variants else None
+    status = variants["int8"].validation.status if "int8" in variants else None
     table = Table(title=_shown("on labelled data" + (f" (int8: {status})" if status else "")),
                   caption="accuracy / macro-F1 in %; other variants: change in points, argmax agreement with fp32")
     table.add_column("task")
     table.add_column("examples", justify="right")
     for precision in variants:
         table.add_column(precision, justify="right")
-    for task in variants["fp32"].validation["real_data"]:
-        figures = {p: v.validation["real_data"][task] for p, v in variants.items()}
-        cells = [_shown(task), str(figures["fp32"]["examples"])]
+    for task in variants["fp32"].validation.real_data:
+        figures = {p: v.validation.real_data[task] for p, v in variants.items()}
+        cells = [_shown(task), str(figures["fp32"].examples)]
         for precision, f in figures.items():
-            cell = f"{100 * f['accuracy']:.1f} / {100 * f['macro_f1']:.1f}"
+            cell = f"{100 * f.accuracy:.1f} / {100 * f.macro_f1:.1f}"
             if precision != "fp32":
-                drops = f["drop_points"]
-                agreement = 100 * f["agreement_with_fp32"]
+                drops = f.drop_points
+                agreement = 100 * f.agreement_with_fp32
                 cell += f" ({-drops['accuracy']:+.1f} / {-drops['macro_f1']:+.1f}, {agreement:.1f}%)"
             cells.append(cell)
         table.add_row(*cells)

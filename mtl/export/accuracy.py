@@ -5,12 +5,13 @@ validation files the checkpoint was trained with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mtl.artifacts.checkpoint import recorded_validation_files
+from mtl.artifacts.manifest import Manifest
+from mtl.artifacts.validation import Int8Limits
 from mtl.config import ModelConfig
 from mtl.data.files import Example, check_labels, read_examples
 from mtl.errors import UserError
@@ -18,17 +19,6 @@ from mtl.evaluate import METRIC_NAMES, classification_metrics
 
 # The two figures an int8 variant is held to, and what each is called in messages.
 GATED_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
-
-
-@dataclass(frozen=True)
-class Int8Limits:
-    """Points of each gated metric int8 may lose on any task, against fp32, before it is refused."""
-
-    accuracy: float = 1.0
-    macro_f1: float = 1.0
-
-    def to_dict(self) -> dict[str, float]:
-        return {"max_accuracy_drop_points": self.accuracy, "max_macro_f1_drop_points": self.macro_f1}
 
 
 def labelled_data(checkpoint: Path, config: ModelConfig, validation_data: dict[str, Path], text_field: str,
@@ -64,14 +54,15 @@ def load_validation_data(files: dict[str, Path], config: ModelConfig, text_field
     return data
 
 
-def accuracy_report(folder: Path, precisions: list[str], data: dict[str, list[Example]], threads: int,
+def accuracy_report(folder: Path, manifest: Manifest, data: dict[str, list[Example]], threads: int,
                     batch_size: int = 32) -> dict[str, dict]:
     """{task: {"examples", "metrics": {precision: {accuracy, macro_f1, macro_recall}},
-    "agreement_with_fp32": {precision: share}}}."""
+    "agreement_with_fp32": {precision: share}}} of every variant of `manifest`, run from `folder` (whose manifest
+    file need not be written yet: export writes it once, with these figures)."""
     from mtl.runtime import Predictor
 
-    predictors = {p: Predictor.load(folder, precision=p, device="cpu", threads=threads, batch_size=batch_size)
-                  for p in precisions}
+    precisions = list(manifest.variants)
+    predictors = {p: Predictor(folder, manifest, p, "cpu", threads, "fused", batch_size) for p in precisions}
     report = {}
     for task, examples in data.items():
         labels = predictors["fp32"].manifest.labels(task)

@@ -17,19 +17,26 @@ from mtl.artifacts.environment import library_versions, usable_cores
 from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
 from mtl.artifacts.manifest import (
     CHECK_INT8_HINT,
-    CHECKED,
-    FORCED,
-    UNCHECKED,
     Manifest,
     Variant,
     VariantFiles,
     is_export_folder,
+    load_manifest,
     with_file_digests,
 )
 from mtl.artifacts.publish import check_target, claimed, staged
+from mtl.artifacts.validation import (
+    CHECKED,
+    FORCED,
+    UNCHECKED,
+    Int8Limits,
+    LabelledFigures,
+    ParityFigures,
+    ValidationRecord,
+)
 from mtl.config import ModelConfig
 from mtl.errors import CheckpointError, DeviceUnavailableError, ExportError, ExportValidationError, UserError
-from mtl.export.accuracy import Int8Limits, accuracy_report, drop_points, int8_problems, labelled_data
+from mtl.export.accuracy import accuracy_report, drop_points, int8_problems, labelled_data
 from mtl.export.graphs import export_fp32_graphs, variant_file
 from mtl.export.options import ExportOptions
 from mtl.export.tokenizer import check_tokenizer, write_tokenizer
@@ -183,21 +190,21 @@ def _build(model, tokenizer, config: ModelConfig, staging: Path, options: Export
     if "fp16" in options.precisions:
         with steps("converted to fp16 (float32 inputs and outputs)"):
             files["fp16"] = _make_fp16(staging, fp32)
-    validation = _validate(model, specs, staging, files, session_configs, cases, threads, steps)
+    parity = _validate(model, specs, staging, files, session_configs, cases, threads, steps)
     with steps("wrote tokenizer.json and config.json"):
         pad_id = write_tokenizer(tokenizer, staging, config.max_length)
         backbone.save_pretrained(str(staging))  # config.json: the encoder's, as Hugging Face tools expect
-    manifest = _manifest(model, config, specs, files, settings, session_configs, validation, options.opset, pad_id)
+    manifest = _manifest(model, config, specs, files, settings, session_configs, parity, options.opset, pad_id)
     manifest = with_file_digests(manifest, staging)  # the files are final: what the runtime checks at load
-    manifest.write(staging)
     notes = []
     examples, data_files = data
     if examples:
         with steps(f"checked {', '.join(files)} on {', '.join(map(str, data_files.values()))}"):
             manifest = _check_real_data(manifest, staging, examples, data_files, options, threads)
     elif int8 is not None:
-        manifest = _with_int8_status(manifest, staging, {"status": UNCHECKED})
         notes.append(f"int8 was not checked on labelled data, so `--precision auto` runs fp32 ({CHECK_INT8_HINT})")
+    manifest.write(staging)  # once, complete: nothing reads a manifest that a later step would still change
+    load_manifest(staging)  # and it reads back as the runtime will read it, before the folder is published
     return manifest, notes
 
 
@@ -245,9 +252,9 @@ def _derive(staging: Path, fp32: VariantFiles, precision: str, convert) -> Varia
 
 
 def _validate(model, specs, staging: Path, files: dict[str, VariantFiles], session_configs: dict[str, dict],
-              cases, threads: int, steps: _Steps) -> dict[str, dict]:
+              cases, threads: int, steps: _Steps) -> dict[str, ParityFigures]:
     references = torch_references(model, cases, specs[ENCODER_GRAPH].input_names)
-    validation, mismatches = {}, []
+    parity, mismatches = {}, []
     for precision, variant in files.items():
         device, session_config = _validation_device(precision), session_configs.get(precision)
         with steps(f"validated {precision} against PyTorch on {len(cases)} shapes ({device})"):
@@ -257,7 +264,7 @@ def _validate(model, specs, staging: Path, files: dict[str, VariantFiles], sessi
             except DeviceUnavailableError:
                 figures, problems = check_variant(staging, variant, specs, cases, references,
                                                   TOLERANCES[precision], threads, "cpu", session_config)
-        validation[precision] = figures
+        parity[precision] = figures
         mismatches += problems
     if mismatches:
         shown = mismatches[:40] + ([f"... and {len(mismatches) - 40} more"] if len(mismatches) > 40 else [])
@@ -265,7 +272,7 @@ def _validate(model, specs, staging: Path, files: dict[str, VariantFiles], sessi
             f"{len(mismatches)} output(s) of the exported graphs do not match PyTorch; nothing was written:\n  "
             + "\n  ".join(shown)
         )
-    return validation
+    return parity
 
 
 def _validation_device(precision: str) -> str:
@@ -281,15 +288,18 @@ def _validation_device(precision: str) -> str:
     return "cuda" if has_cuda_provider() and torch.cuda.is_available() else "cpu"
 
 
-def _manifest(model, config: ModelConfig, specs, files, settings, session_configs, validation, opset: int,
-              pad_id: int) -> Manifest:
+def _manifest(model, config: ModelConfig, specs, files, settings, session_configs,
+              parity: dict[str, ParityFigures], opset: int, pad_id: int) -> Manifest:
+    """The manifest of the files in staging as they stand after the checks against PyTorch; an int8 variant is
+    unchecked until `_check_real_data` judges it on labelled data."""
+    validation = {p: ValidationRecord(parity[p], status=UNCHECKED if p == "int8" else None) for p in files}
     return Manifest(
-        tasks=config.tasks, max_length=config.max_length, pooling=config.pooling,
-        hidden_size=model.encoder.hidden_size, opset=opset, input_names=tuple(specs[ENCODER_GRAPH].input_names),
+        model=replace(config, input_names=tuple(specs[ENCODER_GRAPH].input_names)),
+        hidden_size=model.encoder.hidden_size, opset=opset,
         pad_token_id=pad_id, encoder=specs[ENCODER_GRAPH], fused=specs[FUSED_GRAPH], heads=specs[HEAD_GRAPH],
         variants={p: Variant(p, f, VARIANT_DEVICE[p], settings.get(p, {}), validation[p], session_configs.get(p, {}))
                   for p, f in files.items()},
-        backbone=config.backbone, model_type=model.encoder.backbone.config.model_type, versions=library_versions(),
+        model_type=model.encoder.backbone.config.model_type, versions=library_versions(),
         vocab_size=model.encoder.backbone.config.vocab_size,
         max_positions=position_limit(model.encoder.backbone.config.to_dict()),
     )
@@ -297,7 +307,7 @@ def _manifest(model, config: ModelConfig, specs, files, settings, session_config
 
 def _check_real_data(manifest: Manifest, staging: Path, data: dict, files: dict[str, Path], options: ExportOptions,
                      threads: int) -> Manifest:
-    report = accuracy_report(staging, list(manifest.variants), data, threads)
+    report = accuracy_report(staging, manifest, data, threads)
     limits = Int8Limits(options.max_int8_drop, options.max_int8_f1_drop)
     problems = int8_problems(report, limits) if "int8" in manifest.variants else []
     if problems and not options.force_int8:
@@ -307,37 +317,28 @@ def _check_real_data(manifest: Manifest, staging: Path, data: dict, files: dict[
         )
     variants = {}
     for precision, variant in manifest.variants.items():
-        real = {task: _real_data_figures(figures, precision) for task, figures in report.items()}
-        validation = {**variant.validation, "real_data": real, "data": {t: str(f) for t, f in files.items()}}
+        real = {task: _labelled_figures(figures, precision) for task, figures in report.items()}
+        validation = replace(variant.validation, real_data=real, data={t: str(f) for t, f in files.items()})
         if precision == "int8":
-            validation.update(status=FORCED if problems else CHECKED, limits=limits.to_dict())
+            validation = replace(validation, status=FORCED if problems else CHECKED, limits=limits)
         variants[precision] = replace(variant, validation=validation)
-    manifest = replace(manifest, variants=variants)
-    manifest.write(staging)
-    return manifest
+    return replace(manifest, variants=variants)
 
 
-def _with_int8_status(manifest: Manifest, staging: Path, fields: dict) -> Manifest:
-    int8 = manifest.variants["int8"]
-    variants = {**manifest.variants, "int8": replace(int8, validation={**int8.validation, **fields})}
-    manifest = replace(manifest, variants=variants)
-    manifest.write(staging)
-    return manifest
-
-
-def _real_data_figures(figures: dict, precision: str) -> dict:
-    out = {"examples": figures["examples"], **figures["metrics"][precision]}
-    if precision != "fp32":
-        out["fp32"] = figures["metrics"]["fp32"]
-        out["drop_points"] = drop_points(figures, precision)
-        out["agreement_with_fp32"] = figures["agreement_with_fp32"][precision]
-    return out
+def _labelled_figures(figures: dict, precision: str) -> LabelledFigures:
+    """One task's entry of `accuracy_report` as the manifest records it for `precision`."""
+    if precision == "fp32":
+        return LabelledFigures(figures["examples"], **figures["metrics"]["fp32"])
+    return LabelledFigures(figures["examples"], **figures["metrics"][precision], fp32=figures["metrics"]["fp32"],
+                           drop_points=drop_points(figures, precision),
+                           agreement_with_fp32=figures["agreement_with_fp32"][precision])
 
 
 def _rows(output: Path, manifest: Manifest) -> list[GraphRow]:
     rows, seen = [], set()
     for precision, variant in manifest.variants.items():
-        diffs = variant.validation.get("max_abs_diff", {})
+        parity = variant.validation.parity
+        diffs = parity.max_abs_diff if parity is not None else {}
         graphs = [(ENCODER_GRAPH, variant.files.encoder, diffs.get(ENCODER_GRAPH))]
         graphs += [(f"{HEAD_GRAPH}/{t}", f, diffs.get(f"{HEAD_GRAPH}/{t}")) for t, f in variant.files.heads.items()]
         fused = [v for k, v in diffs.items() if k.startswith(f"{FUSED_GRAPH}:")]

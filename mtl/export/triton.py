@@ -201,7 +201,7 @@ def _staging_where(target: Path) -> Path:
 
 def _write_model_folder(folder: Path, config: str, manifest: Manifest, model: Path) -> None:
     (folder / CONFIG_FILE).write_text(config, encoding="utf-8")
-    for spec in manifest.tasks:
+    for spec in manifest.model.tasks:
         # One label a line: labels hold no line break (TaskSpec refuses control characters when it loads).
         (folder / _label_file(spec.name)).write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
     version = folder / VERSION

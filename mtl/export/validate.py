@@ -16,17 +16,12 @@ import torch
 
 from mtl.artifacts.io_spec import EMBEDDING, logits_name
 from mtl.artifacts.manifest import VariantFiles
+from mtl.artifacts.validation import ParityFigures, Tolerance
 from mtl.export.graphs import EncoderGraph
 from mtl.model import MultitaskModel
 from mtl.runtime.session import CPU_PROVIDER, GraphSession
 
 BATCH_SIZES = (1, 2, 8)
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float
 
 
 TOLERANCES = {
@@ -126,7 +121,8 @@ class Comparison:
 
 def check_variant(folder: Path, files: VariantFiles, specs: dict, cases: list[dict[str, np.ndarray]],
                   references: list[Reference], tolerance: Tolerance | None, threads: int,
-                  device: str = "cpu", session_config: dict[str, str] | None = None) -> tuple[dict, list[str]]:
+                  device: str = "cpu", session_config: dict[str, str] | None = None
+                  ) -> tuple[ParityFigures, list[str]]:
     """Run every graph of one variant on every case, with the session config it will run with; return (figures
     for the manifest, mismatches)."""
     result = Comparison(tolerance)
@@ -147,15 +143,11 @@ def check_variant(folder: Path, files: VariantFiles, specs: dict, cases: list[di
             name = logits_name(task)
             if result.compare(f"model:{name}", f"{files.model} {name} {case}", got, ref.logits[task]):
                 result.count_agreement(task, got, ref.logits[task])
-    figures = {
-        "device": device,
-        "provider": encoder.session.get_providers()[0] if device == "cuda" else CPU_PROVIDER,
-        "cases": [list(f["input_ids"].shape) for f in cases],
-        "tolerance": None if tolerance is None else {"atol": tolerance.atol, "rtol": tolerance.rtol},
-        "max_abs_diff": result.max_abs_diff,
-        # On random token ids, not text: it tells the graph computes what PyTorch does, not how int8 does on real
-        # data (that is "real_data", from labelled files).
-        "argmax_agreement_on_random_tokens": {t: round(a / n, 6) for t, (a, n) in result.agree.items()},
-        "passed": not result.mismatches,
-    }
+    figures = ParityFigures(
+        device=device, provider=encoder.session.get_providers()[0] if device == "cuda" else CPU_PROVIDER,
+        cases=tuple(tuple(f["input_ids"].shape) for f in cases), tolerance=tolerance,
+        max_abs_diff=result.max_abs_diff,
+        argmax_agreement={t: round(a / n, 6) for t, (a, n) in result.agree.items()},
+        passed=not result.mismatches,
+    )
     return figures, result.mismatches

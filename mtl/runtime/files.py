@@ -4,9 +4,9 @@ over) meanwhile, so every graph of one Predictor comes from the same export.
 
 What was checked is what runs: `tokenizers` gets the very bytes that were hashed. ONNX Runtime gets, on Linux, the
 open file itself (/proc/self/fd/N) right after it was hashed, not a copy of its bytes: ORT keeps bytes it is given
-for the session's whole life (a known open item in its source), which measured +30 MiB peak RSS on the MiniLM int8 cold start
-(+90 MB per fp32 graph). Only a writer that changes the file in place in the milliseconds between the hash and
-ORT's read could slip past that; elsewhere (no /proc), ORT gets the checked bytes.
+for the session's whole life (a known open item in its source), which measured +30 MiB peak RSS on the MiniLM int8
+cold start (+90 MB per fp32 graph). Only a writer that changes the file in place in the milliseconds between the
+hash and ORT's read could slip past that; elsewhere (no /proc), ORT gets the checked bytes.
 """
 
 from __future__ import annotations

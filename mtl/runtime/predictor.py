@@ -57,7 +57,7 @@ class Predictor:
         self.session_config = manifest.variants[precision].session_config
         vocab_size, _ = encoder_limits(self.folder, manifest)
         with pin(self.folder, manifest, manifest.tokenizer, MAX_TOKENIZER_BYTES) as file:
-            self.text_encoder = TextEncoder.from_bytes(file.read(), file.path, manifest.max_length,
+            self.text_encoder = TextEncoder.from_bytes(file.read(), file.path, manifest.model.max_length,
                                                        manifest.pad_token_id, vocab_size)
         self._sessions: dict[str, GraphSession] = {}
         self._lock = threading.Lock()
@@ -110,7 +110,7 @@ class Predictor:
     @property
     def config(self) -> ModelConfig:
         """Tasks and labels in the form the PyTorch predictor has them (shared evaluation code reads this)."""
-        return self.manifest.model_config()
+        return self.manifest.model
 
     def check_tasks(self, tasks: list[str] | None) -> list[str]:
         unknown = [t for t in tasks or [] if t not in self.tasks]
@@ -153,7 +153,7 @@ class Predictor:
     def _batches(self, encodings: list[Encoding], batch_size: int | None):
         """(row indices, padded inputs) per batch: rows of similar length together, so padding stays small."""
         batch_size = self.batch_size if batch_size is None else batch_size
-        names = list(self.manifest.input_names)
+        names = list(self.manifest.model.input_names)
         for rows in length_sorted_batches([len(e.ids) for e in encodings], batch_size):
             yield np.asarray(rows), self.text_encoder.arrays([encodings[i] for i in rows], names)
 

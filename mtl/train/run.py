@@ -17,6 +17,7 @@ from mtl.artifacts.checkpoint import (
     RUN_CONFIG_FILE,
     TRAIN_CONFIG_FILE,
     write_data_record,
+    write_library_versions,
 )
 from mtl.artifacts.encoder_config import position_limit
 from mtl.artifacts.jsonfile import read_json, write_json
@@ -260,4 +261,5 @@ def save_model(model, tokenizer, folder: Path, config: TrainConfig, metrics: dic
         # The learned task weights are exp(-s); the published model itself does not keep them.
         record["log_variances"] = dict(zip(model.model_config.task_names, model.loss.log_variance.tolist()))
     write_json(folder / METRICS_FILE, record)
+    write_library_versions(folder)
     (folder / RUN_CONFIG_FILE).unlink(missing_ok=True)  # the published model has config.json + train_config.json

@@ -227,7 +227,7 @@ def test_what_cannot_take_a_report_is_one_line(tmp_path):
 def test_the_bench_plot_goes_through_the_same_publisher(tmp_path):
     from mtl.bench.plot import write_plot
     from mtl.bench.records import Report
-    from tests.bench_fixtures import earlier_report
+    from tests.factory import earlier_report
 
     report = Report.from_dict(earlier_report())
     real = tmp_path / "real.png"

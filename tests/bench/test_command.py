@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mtl.bench.backends import peer_available
 from mtl.cli import app
-from tests.bench_fixtures import earlier_report, interrupt_second_sweep_cell, small_corpus, tiny_args, tiny_model
+from tests.factory import bench_model, earlier_report, interrupt_second_sweep_cell, small_corpus, tiny_args
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ def one_error_line(result, expected):
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model()
+    return bench_model()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH
 from mtl.bench.backends import Backend
 from mtl.bench.engines import OrtRunner, TorchRunner
 from mtl.bench.workloads import Shape, synthetic_inputs
-from tests.bench_fixtures import tiny_model
+from tests.factory import bench_model
 
 TEXTS = ["Stocks rallied after the central bank cut rates.", "What a game!", "NASA launched a new telescope.",
          "I love this phone, the battery lasts for days and the screen is bright."]
@@ -23,7 +23,7 @@ FEEDS = synthetic_inputs(Shape(3, 12), vocab_size=100)
 
 @pytest.fixture(scope="module")
 def runners():
-    checkpoint, onnx = tiny_model()
+    checkpoint, onnx = bench_model()
     torch_runner = TorchRunner(checkpoint, Backend("torch", "fp32", "cpu"), threads=1)
     ort_runner = OrtRunner(onnx, Backend("ort", "fp32-opt", "cpu"), threads=1)
     yield torch_runner, ort_runner
@@ -51,7 +51,7 @@ def test_real_text_logits_are_the_predictors(runners):
     from mtl.model import TorchPredictor
     from mtl.runtime import Predictor
 
-    checkpoint, onnx = tiny_model()
+    checkpoint, onnx = bench_model()
     torch_runner, ort_runner = runners
     expected = {"torch": TorchPredictor.load(checkpoint).logits(TEXTS),
                 "ort": Predictor.load(onnx, precision="fp32", threads=1).logits(TEXTS)}
@@ -74,7 +74,7 @@ def test_pytorch_dynamic_pass_pads_less_than_the_seeds_and_computes_the_predicto
     assert tokens["dynamic"] < tokens["max_length"]
     [ort_pass] = ort_runner.text_calls("fused", TEXTS, 3)
     assert dynamic.shapes == ort_pass.shapes  # the same batches as ONNX Runtime's: like with like
-    expected = TorchPredictor.load(tiny_model()[0]).logits(TEXTS)
+    expected = TorchPredictor.load(bench_model()[0]).logits(TEXTS)
     got = dynamic.call()
     for task, values in expected.items():
         np.testing.assert_allclose(got[task], values, atol=1e-5, rtol=1e-5)
@@ -84,7 +84,7 @@ def test_pytorch_int8_quantises_the_encoders_linear_layers_and_stays_close_to_fp
     import torch
 
     torch_runner, _ = runners
-    int8 = TorchRunner(tiny_model()[0], Backend("torch", "int8", "cpu"), threads=1)
+    int8 = TorchRunner(bench_model()[0], Backend("torch", "int8", "cpu"), threads=1)
     model = int8.model.model
     assert not any(type(module) is torch.nn.Linear for module in model.encoder.modules())
     assert all(type(head[0]) is torch.nn.Linear for head in model.heads.values())  # heads stay float, as in ONNX
@@ -105,7 +105,7 @@ def test_pytorch_int8_quantises_the_encoders_linear_layers_and_stays_close_to_fp
     ("int8", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
 ])
 def test_each_ort_backend_opens_its_graphs_at_its_optimization_level(precision, level):
-    runner = OrtRunner(tiny_model()[1], Backend("ort", precision, "cpu"), threads=1)
+    runner = OrtRunner(bench_model()[1], Backend("ort", precision, "cpu"), threads=1)
     runner.sweep_call("split", FEEDS)
     assert runner.predictor.session(ENCODER_GRAPH).session.get_session_options().graph_optimization_level == level
     runner.text_calls("fused", TEXTS, 2)
@@ -115,7 +115,7 @@ def test_each_ort_backend_opens_its_graphs_at_its_optimization_level(precision, 
 
 def test_one_set_of_ort_graphs_is_in_memory_at_a_time():
     """Peak RSS per backend must be one mode's graphs, not every mode's: switching execution lets the last go."""
-    runner = OrtRunner(tiny_model()[1], Backend("ort", "fp32", "cpu"), threads=1)
+    runner = OrtRunner(bench_model()[1], Backend("ort", "fp32", "cpu"), threads=1)
     runner.sweep_call("fused", FEEDS)
     fused = weakref.ref(runner.predictor)
     runner.text_calls("fused", TEXTS, 2)

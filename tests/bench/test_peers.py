@@ -10,7 +10,7 @@ from mtl.bench.engines import TorchRunner
 from mtl.bench.peers import PeerRunner, quantization_preset
 from mtl.bench.workloads import Shape, synthetic_inputs
 from mtl.errors import BenchError
-from tests.bench_fixtures import tiny_model
+from tests.factory import bench_model
 
 pytestmark = pytest.mark.skipif(not peer_available(), reason="the peer extra is not installed")
 
@@ -21,14 +21,14 @@ FEEDS = synthetic_inputs(Shape(3, 12), vocab_size=100)
 
 @pytest.fixture(scope="module")
 def torch_fp32():
-    runner = TorchRunner(tiny_model()[0], Backend("torch", "fp32", "cpu"), threads=1)
+    runner = TorchRunner(bench_model()[0], Backend("torch", "fp32", "cpu"), threads=1)
     yield runner
     runner.close()
 
 
 @pytest.fixture(scope="module")
 def peer_fp32():
-    runner = PeerRunner(tiny_model()[0], Backend("st", "fp32", "cpu"), threads=1)
+    runner = PeerRunner(bench_model()[0], Backend("st", "fp32", "cpu"), threads=1)
     yield runner
     runner.close()
 
@@ -77,7 +77,7 @@ def test_the_peers_text_pass_reports_the_batches_its_encode_runs(peer_fp32, monk
 
 
 def test_int8_peer_is_its_quantised_export_and_stays_close(peer_fp32):
-    int8 = PeerRunner(tiny_model()[0], Backend("st", "int8", "cpu"), threads=1)
+    int8 = PeerRunner(bench_model()[0], Backend("st", "int8", "cpu"), threads=1)
     try:
         assert int8.onnx_file.name.startswith("model_qint8_") and "preset" in int8.info.provider
         assert int8.artifact_bytes("fused") < peer_fp32.artifact_bytes("fused")
@@ -97,7 +97,7 @@ def test_a_failing_int8_export_is_one_line_naming_the_step(monkeypatch):
 
     monkeypatch.setattr(sentence_transformers.backend, "export_dynamic_quantized_onnx_model", fail)
     with pytest.raises(BenchError) as caught:
-        PeerRunner(tiny_model()[0], Backend("st", "int8", "cpu"), threads=1)
+        PeerRunner(bench_model()[0], Backend("st", "int8", "cpu"), threads=1)
     message = str(caught.value)
     assert "int8 export" in message and "ValueError: Unable to find data type" in message and "\n" not in message
 

@@ -16,7 +16,7 @@ from mtl.bench.plain_int8 import plain_int8_export
 from mtl.cli import app
 from mtl.errors import BenchError, ConfigError
 from mtl.export.variants import PLAIN
-from tests.bench_fixtures import tiny_model
+from tests.factory import bench_model
 
 HAVE_ORT = {"torch": False, "ort": True, "st": False}
 
@@ -41,7 +41,7 @@ def test_int8_plain_is_asked_for_by_name_reads_an_int8_export_and_has_no_cold_st
 
 
 def test_the_plain_folder_holds_the_previous_recipe_beside_the_exports_fp32(tmp_path):
-    onnx = tiny_model()[1]
+    onnx = bench_model()[1]
     export = load_manifest(onnx)
     folder = plain_int8_export(onnx, tmp_path / "onnx")
     manifest = load_manifest(folder)  # a complete export folder: every file it names is there
@@ -78,7 +78,7 @@ def test_one_bench_sets_the_previous_int8_beside_the_new_one(tmp_path, monkeypat
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the bench builds int8-plain
     out, markdown = tmp_path / "bench.json", tmp_path / "bench.md"
     result = CliRunner().invoke(app, [str(a) for a in (
-        "bench", tiny_model()[1], "--backend", "ort-int8,ort-int8-plain", "--mode", "fused,split",
+        "bench", bench_model()[1], "--backend", "ort-int8,ort-int8-plain", "--mode", "fused,split",
         "--workload", "synthetic", "--batch-sizes", 1, "--seq-lengths", 32, "--warmup", 0, "--runs", 2,
         "--threads", 1, "--json", out, "--markdown", markdown)])
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ import pytest
 
 from mtl.bench.records import ColdStartRun, EngineInfo, Measurement, Report
 from mtl.errors import BenchError
-from tests.bench_fixtures import earlier_report
+from tests.factory import earlier_report
 
 
 def _through_json(data):

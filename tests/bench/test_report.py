@@ -11,12 +11,12 @@ from mtl.bench.backends import peer_available
 from mtl.bench.harness import run_bench
 from mtl.bench.plan import BenchOptions, plan_bench
 from mtl.bench.records import Report
-from tests.bench_fixtures import earlier_report, interrupt_second_sweep_cell, small_corpus, tiny_model
+from tests.factory import bench_model, earlier_report, interrupt_second_sweep_cell, small_corpus
 
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
-    checkpoint, onnx = tiny_model()
+    checkpoint, onnx = bench_model()
     corpus = small_corpus(tmp_path_factory.mktemp("corpus"))
     plan = plan_bench(BenchOptions(
         checkpoint=checkpoint, onnx=onnx, modes="seed,fused", batch_sizes=(1, 2), sequence_lengths=(8, 16),
@@ -121,7 +121,7 @@ def test_png_is_written(tiny_report, tmp_path):
 
 
 def test_ctrl_c_in_a_backend_keeps_the_finished_rows(monkeypatch):
-    checkpoint, onnx = tiny_model()
+    checkpoint, onnx = bench_model()
     interrupt_second_sweep_cell(monkeypatch)
     plan = plan_bench(BenchOptions(onnx=onnx, backends="ort-fp32", modes="fused", batch_sizes=(1, 2),
                                    sequence_lengths=(8,), warmup=0, runs=2, workloads="synthetic", threads=1,

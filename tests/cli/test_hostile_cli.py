@@ -209,11 +209,11 @@ def test_predict_with_a_negative_batch_size_through_the_api_is_refused(tiny):
 
 @pytest.mark.parametrize("damage, fragment", [
     (lambda f: (f / "manifest.json").write_text("{not json"), "manifest.json: not valid JSON"),
-    (lambda f: _edit_manifest(f, lambda m: m["tasks"][0]["labels"].pop()), "labels, but its graph outputs"),
-    (lambda f: _edit_manifest(f, lambda m: m["tasks"][0]["labels"].__setitem__(0, "")), "non-empty string"),
-    (lambda f: _edit_manifest(f, lambda m: m.__setitem__("max_length", 100000)), "more than the encoder's"),
-    (lambda f: _edit_manifest(f, lambda m: m.__setitem__("max_length", "long")), "malformed manifest"),
-    (lambda f: _edit_manifest(f, lambda m: m.__setitem__("input_names", ["input_ids", "pixels"])),
+    (lambda f: _edit_manifest(f, lambda m: m["model"]["tasks"][0]["labels"].pop()), "labels, but its graph outputs"),
+    (lambda f: _edit_manifest(f, lambda m: m["model"]["tasks"][0]["labels"].__setitem__(0, "")), "non-empty string"),
+    (lambda f: _edit_manifest(f, lambda m: m["model"].__setitem__("max_length", 100000)), "more than the encoder's"),
+    (lambda f: _edit_manifest(f, lambda m: m["model"].__setitem__("max_length", "long")), "malformed manifest"),
+    (lambda f: _edit_manifest(f, lambda m: m["model"].__setitem__("input_names", ["input_ids", "pixels"])),
      "unknown encoder input 'pixels'"),
     (lambda f: _edit_manifest(f, lambda m: m.__setitem__("tokenizer", "/etc/passwd")), "outside the export folder"),
     (lambda f: _edit_manifest(f, lambda m: m.__setitem__("tokenizer", "../x.json")), "outside the export folder"),

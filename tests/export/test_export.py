@@ -17,9 +17,10 @@ import torch
 
 from mtl.artifacts.io_spec import BATCH_AXIS, EMBEDDING, SEQUENCE_AXIS, encoder_spec, logits_name, token_inputs
 from mtl.artifacts.manifest import load_manifest
+from mtl.artifacts.validation import Int8Limits, Tolerance
 from mtl.errors import CheckpointError, ConfigError, DataError, ExportError, ExportValidationError
 from mtl.export import ExportOptions, export_checkpoint, parse_precisions
-from mtl.export.accuracy import Int8Limits, int8_problems
+from mtl.export.accuracy import int8_problems
 from mtl.export.validate import TokenSource, validation_cases
 from mtl.model import MultitaskModel
 from tests.factory import GRAPH_INPUTS, MAX_LENGTH, TASKS
@@ -81,31 +82,31 @@ def _check_validation_figures(folder: Path, checkpoint: Path) -> None:
     manifest = load_manifest(folder)
     model = MultitaskModel.from_pretrained(checkpoint)
     backbone = model.encoder.backbone.config
-    source = TokenSource(list(manifest.input_names), backbone.vocab_size, manifest.pad_token_id,
+    source = TokenSource(list(manifest.model.input_names), backbone.vocab_size, manifest.pad_token_id,
                          getattr(backbone, "type_vocab_size", 0) or 0)
-    cases = validation_cases(source, manifest.max_length)
-    if "token_type_ids" in manifest.input_names:  # the cases hold a second segment: the types are exercised
+    cases = validation_cases(source, manifest.model.max_length)
+    if "token_type_ids" in manifest.model.input_names:  # the cases hold a second segment: the types are exercised
         assert any(case["token_type_ids"].any() for case in cases)
     for precision, variant in manifest.variants.items():
-        validation = variant.validation
-        assert validation["cases"] == [list(case["input_ids"].shape) for case in cases]
-        assert [1, MAX_LENGTH] in validation["cases"] and [8, 5] in validation["cases"]
+        parity = variant.validation.parity
+        assert parity.cases == tuple(case["input_ids"].shape for case in cases) and parity.passed
+        assert (1, MAX_LENGTH) in parity.cases and (8, 5) in parity.cases
         diffs, agreement = _recompute(folder, variant.files, model, cases)
-        assert set(validation["max_abs_diff"]) == set(diffs), precision
+        assert set(parity.max_abs_diff) == set(diffs), precision
         for key, diff in diffs.items():
-            assert validation["max_abs_diff"][key] == pytest.approx(diff, rel=0.05, abs=1e-6), (precision, key)
-        assert validation["argmax_agreement_on_random_tokens"] == pytest.approx(agreement, abs=1e-6)
+            assert parity.max_abs_diff[key] == pytest.approx(diff, rel=0.05, abs=1e-6), (precision, key)
+        assert parity.argmax_agreement == pytest.approx(agreement, abs=1e-6)
         if precision in TOLERANCE:
-            assert validation["tolerance"] == {"atol": TOLERANCE[precision], "rtol": TOLERANCE[precision]}
+            assert parity.tolerance == Tolerance(atol=TOLERANCE[precision], rtol=TOLERANCE[precision])
             assert max(diffs.values()) <= TOLERANCE[precision], (precision, diffs)
             assert 0 < max(diffs.values())  # a real comparison of two computations, not of a graph with itself
         else:
-            assert validation["tolerance"] is None
+            assert parity.tolerance is None
 
 
 def test_every_architecture_exports_and_its_validation_figures_are_real(arch, export_dir, checkpoint_dir):
     manifest = load_manifest(export_dir)
-    assert manifest.input_names == GRAPH_INPUTS[arch]
+    assert manifest.model.input_names == GRAPH_INPUTS[arch]
     assert set(manifest.variants) == {"fp32", "int8", "fp16"}
     _check_validation_figures(export_dir, checkpoint_dir)
     # Each graph declares the spec's names with symbolic (not specialised) axes.
@@ -161,7 +162,7 @@ def test_mean_pooling_exports_with_pooling_inside_the_graph(tiny):
     one embedding, and both are PyTorch's mean-pooled vector."""
     folder = tiny.export("bert", ("fp32",), False, "mean")
     manifest = load_manifest(folder)
-    assert manifest.pooling == "mean"
+    assert manifest.model.pooling == "mean"
     model = MultitaskModel.from_pretrained(tiny.checkpoint("bert", "mean"))
     assert model.model_config.pooling == "mean"
     ids = np.array([[2, 40, 41, 42, 3, 0, 0, 0], [2, 50, 51, 52, 53, 54, 55, 3]], dtype=np.int64)
@@ -284,7 +285,7 @@ def test_int8_and_fp16_files_and_settings(tiny):
     assert int8.settings["quantization"]["target"] in ("avx512_vnni", "avx2", "arm64")
     ops = {n.op_type for n in onnx.load(str(folder / int8.files.model)).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
-    assert fp16.device == "cuda" and fp16.validation["tolerance"]["atol"] <= 2e-2
+    assert fp16.device == "cuda" and fp16.validation.parity.tolerance.atol <= 2e-2
     session = _session(folder / fp16.files.model)
     assert {i.type for i in session.get_outputs()} == {"tensor(float)"}  # float32 out of an fp16 graph
     assert (folder / "tokenizer.json").is_file() and (folder / "config.json").is_file()
@@ -298,16 +299,16 @@ def test_real_minilm_exports_and_int8_agrees_on_the_demo_data(minilm_export):
     folder, result = minilm_export
     manifest = load_manifest(folder)
     fp32, int8 = manifest.variants["fp32"], manifest.variants["int8"]
-    assert manifest.input_names == GRAPH_INPUTS["bert"] and manifest.max_length == 128
-    assert max(fp32.validation["max_abs_diff"].values()) <= 1e-4
-    assert [8, 128] in fp32.validation["cases"]
+    assert manifest.model.input_names == GRAPH_INPUTS["bert"] and manifest.model.max_length == 128
+    assert max(fp32.validation.parity.max_abs_diff.values()) <= 1e-4
+    assert (8, 128) in fp32.validation.parity.cases
     for task in ("topic", "sentiment"):
-        real = int8.validation["real_data"][task]
-        assert real["examples"] == 250
-        assert real["agreement_with_fp32"] >= 0.9, real
-        assert real["drop_points"]["accuracy"] <= 3.0 and real["drop_points"]["macro_f1"] <= 3.0, real
-        assert fp32.validation["real_data"][task]["accuracy"] > 1 / len(manifest.labels(task)) + 0.1  # not chance
-    assert int8.validation["status"] == "checked"
+        real = int8.validation.real_data[task]
+        assert real.examples == 250
+        assert real.agreement_with_fp32 >= 0.9, real
+        assert real.drop_points["accuracy"] <= 3.0 and real.drop_points["macro_f1"] <= 3.0, real
+        assert fp32.validation.real_data[task].accuracy > 1 / len(manifest.labels(task)) + 0.1  # not chance
+    assert int8.validation.status == "checked"
     sizes = {(row.graph, row.precision): row.size_bytes for row in result.rows}
     assert sizes[("model", "int8")] < 0.35 * sizes[("model", "fp32")]
 
@@ -386,7 +387,7 @@ def test_int8_refused_when_it_loses_accuracy_unless_forced(tiny, monkeypatch):
     forced = ExportOptions(precisions=("fp32", "int8"), validation_data=data, threads=1, force_int8=True)
     result = export_checkpoint(tiny.checkpoint("bert"), parent / "out", forced)
     validation = result.manifest.variants["int8"].validation
-    assert validation["status"] == "forced" and validation["real_data"]["topic"]["drop_points"]["accuracy"] == 5.0
+    assert validation.status == "forced" and validation.real_data["topic"].drop_points["accuracy"] == 5.0
 
 
 def test_every_mismatch_is_collected_into_one_error(tiny, monkeypatch):

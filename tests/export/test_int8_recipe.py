@@ -34,7 +34,7 @@ def test_bert_style_int8_fuses_attention_then_quantises_and_records_it(tiny, arc
     int8 = load_manifest(folder).variants["int8"]
     assert int8.settings["recipe"] == BOTH_GRAPHS
     assert int8.session_config == ATTENTION_FUSED_SESSION_CONFIG
-    assert int8.validation["passed"] is True  # validated against PyTorch, with that session config
+    assert int8.validation.parity.passed is True  # validated against PyTorch, with that session config
     for file in (int8.files.encoder, int8.files.model):
         ops = _ops(folder / file)
         assert ops["QAttention"] == 2 and ops["Attention"] == 0  # one per layer, quantised
@@ -73,7 +73,7 @@ def test_deberta_falls_back_to_plain_quantisation_and_still_runs(tiny, arch):
     folder = tiny.export(arch)
     int8 = load_manifest(folder).variants["int8"]
     assert int8.settings["recipe"] == {ENCODER_GRAPH: PLAIN, FUSED_GRAPH: PLAIN}
-    assert int8.session_config == {} and int8.validation["passed"] is True
+    assert int8.session_config == {} and int8.validation.parity.passed is True
     ops = _ops(folder / int8.files.model)
     assert ops["QAttention"] == ops["Attention"] == 0 and ops["MatMulInteger"] > 0
     fp32 = Predictor.load(folder, precision="fp32", threads=1).logits(TEXTS)

@@ -98,7 +98,7 @@ def test_a_record_naming_another_file_never_shows_it_and_leaves_int8_unchecked(t
         assert len(named) == 1 and squeezed(said) in named[0] and squeezed(str(path)) in named[0], (name, notes)
         assert "--validation-datatopic=FILE" in named[0]
         int8 = load_manifest(tmp_path / name / "onnx").variants["int8"].validation
-        assert int8["status"] == "unchecked" and "real_data" not in int8, name
+        assert int8.status == "unchecked" and not int8.real_data, name
 
 
 def test_a_recorded_file_edited_after_training_is_skipped_with_a_note(trained, tmp_path):
@@ -113,7 +113,7 @@ def test_a_recorded_file_edited_after_training_is_skipped_with_a_note(trained, t
     assert result.exit_code == 0, result.output
     assert squeezed("has changed since training") in squeezed(result.stderr)
     assert squeezed("int8 is not checked on it") in squeezed(result.stderr)
-    assert load_manifest(tmp_path / "onnx").variants["int8"].validation["status"] == "unchecked"
+    assert load_manifest(tmp_path / "onnx").variants["int8"].validation.status == "unchecked"
 
 
 def test_an_untouched_recorded_file_checks_int8(trained, tmp_path):
@@ -121,7 +121,7 @@ def test_an_untouched_recorded_file_checks_int8(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert squeezed("that the checkpoint records") not in squeezed(result.stderr)
     int8 = load_manifest(tmp_path / "onnx").variants["int8"].validation
-    assert int8["status"] == "checked" and int8["real_data"]["topic"]["examples"] == 12
+    assert int8.status == "checked" and int8.real_data["topic"].examples == 12
 
 
 def test_files_that_are_not_regular_are_never_read(trained, tmp_path):

@@ -49,7 +49,7 @@ def test_config_matches_manifest_and_onnx_graph(tiny, arch):
     assert config.default_model_filename == "model.onnx"
     assert config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds > 0
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_CPU"]
-    assert [t.name for t in config.input] == list(manifest.input_names) == manifest.fused.input_names
+    assert [t.name for t in config.input] == list(manifest.model.input_names) == manifest.fused.input_names
     assert all(dtype(t.data_type) == "TYPE_INT64" and list(t.dims) == [-1] for t in config.input)
     assert [t.name for t in config.output] == [logits_name(t) for t in TASKS]
     for tensor, (task, labels) in zip(config.output, TASKS.items(), strict=True):
@@ -78,7 +78,7 @@ def test_repository_graph_runs_a_batch_as_triton_feeds_it(tiny):
     config = _parse(model_dir)
     predictor = Predictor.load(tiny.export("bert"), precision="fp32", threads=1)
     encodings = predictor.text_encoder.encode(TEXTS)
-    arrays = predictor.text_encoder.arrays(encodings, list(predictor.manifest.input_names))
+    arrays = predictor.text_encoder.arrays(encodings, list(predictor.manifest.model.input_names))
     dtype = model_config_pb2.DataType.Name
     feeds = {t.name: arrays[t.name].astype(NUMPY_TYPES[dtype(t.data_type)]) for t in config.input}
     assert all(a.shape == (len(TEXTS), feeds["input_ids"].shape[1]) for a in feeds.values())
@@ -300,7 +300,7 @@ def test_refuses_to_replace_what_is_not_a_triton_model(tiny):
 def test_a_label_with_a_line_break_is_refused_before_writing(tiny):
     export = tiny.copy_export("bert")
     manifest = json.loads((export / MANIFEST_FILE).read_text(encoding="utf-8"))
-    manifest["tasks"][1]["labels"][1] = "neu\ntral"
+    manifest["model"]["tasks"][1]["labels"][1] = "neu\ntral"
     (export / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
     target = tiny.scratch("triton-labels") / "models"
     # Triton's label files hold one label a line; the manifest's loader already refuses a control character.

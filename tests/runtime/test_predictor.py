@@ -128,7 +128,7 @@ def test_precision_auto_and_explicit_choices(tiny):
     from mtl.export import ExportOptions, export_checkpoint
 
     # auto on CPU runs int8 only once it was checked on labelled data; the standard export's never was
-    assert load_manifest(tiny.export("bert")).variants["int8"].validation["status"] == "unchecked"
+    assert load_manifest(tiny.export("bert")).variants["int8"].validation.status == "unchecked"
     assert _load().precision == "fp32"
     assert _load(precision="int8").precision == "int8"  # asked for by name: runs
     assert _load(precision="fp16").precision == "fp16"
@@ -273,7 +273,7 @@ def test_a_megabyte_text_keeps_exactly_the_tokens_of_a_full_tokenization(arch, e
         _assert_same_tokens(got, wanted[name])
     # ... and the predictor scores those tokens: the graph fed the full tokenization gives the same logits.
     huge = LONG_TEXTS["words"]
-    feeds = predictor.text_encoder.arrays([wanted["words"]], list(predictor.manifest.input_names))
+    feeds = predictor.text_encoder.arrays([wanted["words"]], list(predictor.manifest.model.input_names))
     session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     expected = dict(zip(TASKS, session.run([f"{t}_logits" for t in TASKS], feeds)))
     logits = predictor.logits([huge, "a short text"])
@@ -374,18 +374,18 @@ def _edit_manifest(folder: Path, change) -> None:
 
 def test_manifest_problems():
     folder = TINY.copy_export()
-    _edit_manifest(folder, lambda d: d.update(format_version=2))
-    with pytest.raises(ManifestError, match="manifest format version 2 is not supported .*reads version 1"):
+    _edit_manifest(folder, lambda d: d.update(format_version=3))
+    with pytest.raises(ManifestError, match="manifest format version 3 is not supported .*reads versions 1, 2"):
         Predictor.load(folder)
-    _edit_manifest(folder, lambda d: d.update(format_version=1))
+    _edit_manifest(folder, lambda d: d.update(format_version=2))
     _edit_manifest(folder, lambda d: d["variants"]["int8"]["files"].update(model="gone.onnx"))
     with pytest.raises(ManifestError, match="names gone.onnx, which is missing"):
         Predictor.load(folder)
     _edit_manifest(folder, lambda d: d["variants"]["int8"]["files"].update(model="../../etc/passwd"))
     with pytest.raises(ManifestError, match="outside the export folder"):
         Predictor.load(folder)
-    _edit_manifest(folder, lambda d: d.pop("tasks"))
-    with pytest.raises(ManifestError, match="malformed manifest \\(missing key 'tasks'\\)"):
+    _edit_manifest(folder, lambda d: d["model"].pop("tasks"))
+    with pytest.raises(ManifestError, match="malformed manifest \\(missing key 'model.tasks'\\)"):
         Predictor.load(folder)
     (folder / MANIFEST_FILE).write_text("{ not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
