@@ -24,26 +24,40 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mtl.artifacts.manifest import DEVICES, VARIANT_DEVICE
+from mtl.artifacts.manifest import PRECISIONS as VARIANTS
 from mtl.errors import BenchError, ConfigError, MissingDependencyError
 from mtl.extras import install_command, module_available
 
 ENGINES = ("torch", "ort", "st")
-DEVICES = ("cpu", "cuda")
 MODES = ("per-task", "fused", "split")
 WORKLOADS = ("synthetic", "text")  # fixed-shape batches of random token ids; passes over real texts
 # Modes renamed since: the old name is refused with the new one, not silently taken.
 RENAMED_MODES = {"seed": "per-task"}
 PLAIN_INT8 = "int8-plain"
-ALL_PRECISIONS = ("fp32", "fp32-opt", "int8", PLAIN_INT8, "fp16", "bf16")
-PRECISIONS = {"torch": ("fp32", "int8", "fp16", "bf16"), "ort": ("fp32", "fp32-opt", "int8", PLAIN_INT8, "fp16"),
-              "st": ("fp32", "int8")}
+# PyTorch's precisions and the dtype each runs in ("int8": dynamic quantisation of the float32 Linear layers).
+TORCH_DTYPES = {"fp32": "float32", "int8": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# ONNX Runtime's: the export's variants (`manifest.PRECISIONS`), and two the bench makes of a variant (the
+# module docstring says how), each listed after the variant it reads.
+ORT_DERIVED = {"fp32-opt": "fp32", PLAIN_INT8: "int8"}
+ORT_PRECISIONS = tuple(p for v in VARIANTS for p in (v, *(d for d, base in ORT_DERIVED.items() if base == v)))
+PRECISIONS = {"torch": tuple(TORCH_DTYPES), "ort": ORT_PRECISIONS, "st": ("fp32", "int8")}
+ALL_PRECISIONS = tuple(dict.fromkeys((*ORT_PRECISIONS, *PRECISIONS["torch"], *PRECISIONS["st"])))
 # Eager PyTorch has no separate "split": its all-heads forward already runs the encoder once, then each head. The
 # peer encodes once and applies every head: "fused" is all it has.
 ENGINE_MODES = {"torch": ("per-task", "fused"), "ort": MODES, "st": ("fused",)}
+
+
+def _built_for(variant: str) -> tuple[str, ...]:
+    device = VARIANT_DEVICE[variant]
+    return DEVICES if device == "any" else (device,)
+
+
 RUNS_ON = {
     ("torch", "fp32"): DEVICES, ("torch", "int8"): ("cpu",), ("torch", "fp16"): ("cuda",),
-    ("torch", "bf16"): ("cuda",), ("ort", "fp32"): DEVICES, ("ort", "fp32-opt"): DEVICES, ("ort", "int8"): ("cpu",),
-    ("ort", PLAIN_INT8): ("cpu",), ("ort", "fp16"): ("cuda",), ("st", "fp32"): ("cpu",), ("st", "int8"): ("cpu",),
+    ("torch", "bf16"): ("cuda",), ("st", "fp32"): ("cpu",), ("st", "int8"): ("cpu",),
+    # an ORT backend runs where the variant it reads was built for
+    **{("ort", p): _built_for(ORT_DERIVED.get(p, p)) for p in ORT_PRECISIONS},
 }
 DEFAULT_PRECISIONS = {
     ("torch", "cpu"): ("fp32", "int8"), ("torch", "cuda"): ("fp32", "fp16"),
@@ -84,7 +98,7 @@ class Backend:
         bench builds from the export, whose int8 settings it takes)."""
         if self.engine != "ort":
             return None
-        return {"fp32-opt": "fp32", PLAIN_INT8: "int8"}.get(self.precision, self.precision)
+        return ORT_DERIVED.get(self.precision, self.precision)
 
     @property
     def cold_start(self) -> bool:

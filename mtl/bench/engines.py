@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mtl.bench.backends import Backend, offline_fused, text_paddings
+from mtl.bench.backends import TORCH_DTYPES, Backend, offline_fused, text_paddings
 from mtl.bench.records import EngineInfo
 from mtl.bench.workloads import TextPass, padded_shapes
 from mtl.data.batching import length_sorted_batches
@@ -57,8 +57,6 @@ class TorchRunner:
     the accuracy check, the cold start and the dynamically padded pass goes through `mtl.model.TorchPredictor`, as
     `mtl-onnx predict` does. "int8" is PyTorch's dynamic quantisation of every Linear layer (CPU)."""
 
-    DTYPES = {"fp32": "float32", "int8": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
     def __init__(self, checkpoint: Path, backend: Backend, threads: int):
         import torch
         import transformers
@@ -74,7 +72,7 @@ class TorchRunner:
                                          f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
         transformers.logging.set_verbosity_error()
         self.torch = torch
-        dtype = getattr(torch, self.DTYPES[backend.precision])
+        dtype = getattr(torch, TORCH_DTYPES[backend.precision])
         model, tokenizer = load_checkpoint(checkpoint)  # checked, and never the folder's own code
         model = model.to(device=backend.device, dtype=dtype).eval()
         where = torch.cuda.get_device_name(0) if backend.device == "cuda" else "CPU"

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from mtl.artifacts.checkpoint import check_checkpoint
+from mtl.artifacts.manifest import PRECISIONS
 from mtl.cli.options import (
     CheckpointArg,
     Int8Target,
@@ -18,11 +19,14 @@ from mtl.cli.options import (
     TritonDevice,
     TrustRemoteCode,
     check_input_files,
+    choices_metavar,
+    comma_list,
     console,
     setup_logging,
     shown,
     user_errors,
 )
+from mtl.export.options import parse_precisions
 from mtl.extras import require_extra
 
 
@@ -30,7 +34,8 @@ def export(
     checkpoint: CheckpointArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the export; written only once validated.")],
     precision: Annotated[str, typer.Option(
-        help="Comma-separated variants: fp32 (always made), int8 (CPU), fp16 (GPU).")] = "fp32",
+        metavar=choices_metavar(PRECISIONS), parser=comma_list(parse_precisions),
+        help="The variants to make: fp32 (always made), int8 (for CPUs), fp16 (for GPUs).")] = "fp32",
     optimize: Annotated[bool, typer.Option(
         help="ONNX Runtime transformer fusion, kept only where measured faster.")] = False,
     validation_data: Annotated[Optional[list[str]], typer.Option(
@@ -60,7 +65,7 @@ def export(
     PyTorch on several shapes before anything is written."""
     with user_errors():
         from mtl.data.files import parse_named_files
-        from mtl.export.options import ExportOptions, parse_precisions
+        from mtl.export.options import ExportOptions
 
         check_checkpoint(checkpoint)
         validation_files = parse_named_files(validation_data or [], "--validation-data", "TASK=FILE")

@@ -20,6 +20,7 @@ from mtl.artifacts.manifest import (
     CHECKED,
     FORCED,
     UNCHECKED,
+    VARIANT_DEVICE,
     Manifest,
     Variant,
     VariantFiles,
@@ -47,7 +48,6 @@ from mtl.export.variants import Int8Settings, build_int8, convert_fp16, int8_set
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[str, float], None]
-VARIANT_DEVICE = {"fp32": "any", "int8": "cpu", "fp16": "cuda"}
 
 
 @dataclass
