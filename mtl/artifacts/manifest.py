@@ -49,8 +49,11 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: the model config's fields at the top level, read into a ModelConfig all the same
 TOKENIZER_FILE = "tokenizer.json"
 ENCODER_CONFIG_FILE = "config.json"  # the encoder's Hugging Face config, for tools such as Optimum
+# The one vocabulary of graph precisions: the variants an export may hold, and the device each is built for (its
+# manifest entry's `device`): export, runtime, predict, Triton and the bench's ONNX Runtime backends all take these.
 PRECISIONS = ("fp32", "int8", "fp16")
 DEVICES = ("cpu", "cuda")
+VARIANT_DEVICE = {"fp32": "any", "int8": "cpu", "fp16": "cuda"}
 
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 EXECUTIONS = ("fused", "split")  # one graph for every head, or the encoder then the requested heads

@@ -21,26 +21,43 @@ int8 export, with the checkpoint's heads in numpy; it needs the `peer` extra and
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mtl.artifacts.manifest import DEVICES, VARIANT_DEVICE
+from mtl.artifacts.manifest import PRECISIONS as VARIANTS
 from mtl.errors import BenchError, ConfigError, MissingDependencyError
+from mtl.extras import install_command, module_available
 
 ENGINES = ("torch", "ort", "st")
-DEVICES = ("cpu", "cuda")
-MODES = ("seed", "fused", "split")
+MODES = ("per-task", "fused", "split")
+WORKLOADS = ("synthetic", "text")  # fixed-shape batches of random token ids; passes over real texts
+# Modes renamed since: the old name is refused with the new one, not silently taken.
+RENAMED_MODES = {"seed": "per-task"}
 PLAIN_INT8 = "int8-plain"
-ALL_PRECISIONS = ("fp32", "fp32-opt", "int8", PLAIN_INT8, "fp16", "bf16")
-PRECISIONS = {"torch": ("fp32", "int8", "fp16", "bf16"), "ort": ("fp32", "fp32-opt", "int8", PLAIN_INT8, "fp16"),
-              "st": ("fp32", "int8")}
+# PyTorch's precisions and the dtype each runs in ("int8": dynamic quantisation of the float32 Linear layers).
+TORCH_DTYPES = {"fp32": "float32", "int8": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# ONNX Runtime's: the export's variants (`manifest.PRECISIONS`), and two the bench makes of a variant (the
+# module docstring says how), each listed after the variant it reads.
+ORT_DERIVED = {"fp32-opt": "fp32", PLAIN_INT8: "int8"}
+ORT_PRECISIONS = tuple(p for v in VARIANTS for p in (v, *(d for d, base in ORT_DERIVED.items() if base == v)))
+PRECISIONS = {"torch": tuple(TORCH_DTYPES), "ort": ORT_PRECISIONS, "st": ("fp32", "int8")}
+ALL_PRECISIONS = tuple(dict.fromkeys((*ORT_PRECISIONS, *PRECISIONS["torch"], *PRECISIONS["st"])))
 # Eager PyTorch has no separate "split": its all-heads forward already runs the encoder once, then each head. The
 # peer encodes once and applies every head: "fused" is all it has.
-ENGINE_MODES = {"torch": ("seed", "fused"), "ort": MODES, "st": ("fused",)}
+ENGINE_MODES = {"torch": ("per-task", "fused"), "ort": MODES, "st": ("fused",)}
+
+
+def _built_for(variant: str) -> tuple[str, ...]:
+    device = VARIANT_DEVICE[variant]
+    return DEVICES if device == "any" else (device,)
+
+
 RUNS_ON = {
     ("torch", "fp32"): DEVICES, ("torch", "int8"): ("cpu",), ("torch", "fp16"): ("cuda",),
-    ("torch", "bf16"): ("cuda",), ("ort", "fp32"): DEVICES, ("ort", "fp32-opt"): DEVICES, ("ort", "int8"): ("cpu",),
-    ("ort", PLAIN_INT8): ("cpu",), ("ort", "fp16"): ("cuda",), ("st", "fp32"): ("cpu",), ("st", "int8"): ("cpu",),
+    ("torch", "bf16"): ("cuda",), ("st", "fp32"): ("cpu",), ("st", "int8"): ("cpu",),
+    # an ORT backend runs where the variant it reads was built for
+    **{("ort", p): _built_for(ORT_DERIVED.get(p, p)) for p in ORT_PRECISIONS},
 }
 DEFAULT_PRECISIONS = {
     ("torch", "cpu"): ("fp32", "int8"), ("torch", "cuda"): ("fp32", "fp16"),
@@ -49,15 +66,14 @@ DEFAULT_PRECISIONS = {
 }
 # The folder each engine runs on: the peer reads the checkpoint's encoder and heads.
 FOLDER_OF = {"torch": "checkpoint", "ort": "onnx", "st": "checkpoint"}
-# Real text, per engine and mode: how a pass pads its batches. PyTorch "seed" pads to max length, as the seed
-# project did; PyTorch "fused" runs twice, padded to max length (routing alone changed) and dynamically padded and
-# length-sorted (what a capable PyTorch user writes: `TorchPredictor`). Every other pass is dynamic.
-TEXT_PADDINGS = {("torch", "seed"): ("max_length",), ("torch", "fused"): ("max_length", "dynamic")}
+# Real text, per engine and mode: how a pass pads its batches. PyTorch "per-task" pads to max length, as the project
+# this one started from did; PyTorch "fused" runs twice, padded to max length (routing alone changed) and dynamically
+# padded and length-sorted (what a capable PyTorch user writes: `TorchPredictor`). Every other pass is dynamic.
+TEXT_PADDINGS = {("torch", "per-task"): ("max_length",), ("torch", "fused"): ("max_length", "dynamic")}
 # Cold start times `mtl-onnx predict`'s path; the peer's load exports its model, which its users do once.
 COLD_START_ENGINES = ("torch", "ort")
-INSTALL = {"torch": "pip install 'mtl-onnx[train]'", "ort": "pip install onnxruntime",
-           "ort-cuda": "pip install 'mtl-onnx[gpu]'", "plot": "pip install 'mtl-onnx[bench]'",
-           "st": "pip install 'mtl-onnx[peer]'", "onnx": "pip install onnx"}
+INSTALL = {"torch": install_command("train"), "ort": "pip install onnxruntime", "ort-cuda": install_command("gpu"),
+           "plot": install_command("bench"), "st": install_command("peer"), "onnx": "pip install onnx"}
 # What the peer imports: its ONNX backend is Optimum's ORTModel over onnxruntime, under torch.
 PEER_MODULES = ("torch", "transformers", "sentence_transformers", "optimum.onnxruntime", "onnxruntime")
 
@@ -82,7 +98,7 @@ class Backend:
         bench builds from the export, whose int8 settings it takes)."""
         if self.engine != "ort":
             return None
-        return {"fp32-opt": "fp32", PLAIN_INT8: "int8"}.get(self.precision, self.precision)
+        return ORT_DERIVED.get(self.precision, self.precision)
 
     @property
     def cold_start(self) -> bool:
@@ -129,7 +145,15 @@ def parse_precisions(text: str | None) -> tuple[str, ...] | None:
 
 
 def parse_modes(text: str | None) -> tuple[str, ...]:
+    for old, new in RENAMED_MODES.items():
+        if text is not None and old in (p.strip().lower() for p in text.split(",")):
+            raise ConfigError(f"mode {old!r} is now called {new!r} (an encoder pass per task); valid: "
+                              f"{', '.join(MODES)}")
     return split_list(text, "mode", MODES) or MODES
+
+
+def parse_workloads(text: str | None) -> tuple[str, ...]:
+    return split_list(text, "workload", WORKLOADS) or WORKLOADS
 
 
 def check_device(device: str) -> str:
@@ -207,14 +231,6 @@ def modes_for(backend: Backend, modes: tuple[str, ...], named: bool) -> tuple[st
         raise ConfigError(f"backend {backend.name} has no {'/'.join(modes)} mode; valid: "
                           f"{', '.join(ENGINE_MODES[backend.engine])}")
     return usable
-
-
-def module_available(name: str) -> bool:
-    """Whether a module is installed, without importing it (importing torch takes seconds)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def peer_available() -> bool:

@@ -5,7 +5,8 @@ Each runner hands out zero-argument callables to time (a fixed-shape call in one
 corpus) and predicts labels for the accuracy check. Heavy imports happen in the runner that needs them, so an ONNX
 Runtime worker never imports torch.
 
-Modes: "seed" routes the way the seed project did (one encoder pass per task, then that task's head); "fused" runs
+Modes: "per-task" routes the way the project this one started from did (one encoder pass per task, then that task's
+head); "fused" runs
 every head on one encoder pass (PyTorch's all-heads forward, ORT's model.onnx); "split" runs ORT's encoder.onnx once
 and then each heads/<task>.onnx. How each engine pads real text in each mode is `backends.TEXT_PADDINGS`.
 """
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mtl.bench.backends import Backend, offline_fused, text_paddings
+from mtl.bench.backends import TORCH_DTYPES, Backend, offline_fused, text_paddings
 from mtl.bench.records import EngineInfo
 from mtl.bench.workloads import TextPass, padded_shapes
 from mtl.data.batching import length_sorted_batches
@@ -52,11 +53,9 @@ def open_runner(backend: Backend, checkpoint: str | None, onnx: str | None, thre
 
 
 class TorchRunner:
-    """Eager PyTorch: the checkpoint's MultitaskModel, as a user of the seed project would run it; real text for
+    """Eager PyTorch: the checkpoint's MultitaskModel, as a user of the starting project would run it; real text for
     the accuracy check, the cold start and the dynamically padded pass goes through `mtl.model.TorchPredictor`, as
     `mtl-onnx predict` does. "int8" is PyTorch's dynamic quantisation of every Linear layer (CPU)."""
-
-    DTYPES = {"fp32": "float32", "int8": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
     def __init__(self, checkpoint: Path, backend: Backend, threads: int):
         import torch
@@ -73,7 +72,7 @@ class TorchRunner:
                                          f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
         transformers.logging.set_verbosity_error()
         self.torch = torch
-        dtype = getattr(torch, self.DTYPES[backend.precision])
+        dtype = getattr(torch, TORCH_DTYPES[backend.precision])
         model, tokenizer = load_checkpoint(checkpoint)  # checked, and never the folder's own code
         model = model.to(device=backend.device, dtype=dtype).eval()
         where = torch.cuda.get_device_name(0) if backend.device == "cuda" else "CPU"
@@ -95,9 +94,9 @@ class TorchRunner:
         return self.info.provider
 
     def _forward(self, batch, mode: str, task: str | None = None) -> list:
-        """Logits on the CPU as float32; `task` routes one task the seed's way. Seed routing is the seed's
+        """Logits on the CPU as float32; `task` routes one task alone. Per-task routing is the starting project's
         forward(task_name, ...) for every task: the whole encoder again for each."""
-        return self.model.run(batch, [task] if task else self.tasks if mode == "seed" else [None])
+        return self.model.run(batch, [task] if task else self.tasks if mode == "per-task" else [None])
 
     def sweep_call(self, mode: str, feeds: dict[str, np.ndarray]) -> Call:
         batch = {name: self.torch.from_numpy(feeds[name]) for name in self.config.input_names}
@@ -108,8 +107,8 @@ class TorchRunner:
                 self._max_length_pass(mode, texts, batch_size) for padding in text_paddings("torch", mode)]
 
     def _max_length_pass(self, mode: str, texts: list[str], batch_size: int) -> TextPass:
-        """What a naive user of the seed does: batches in input order, each padded to the model's max length,
-        and with seed routing one pass over the corpus per task."""
+        """What a naive user of the starting project did: batches in input order, each padded to the model's max
+        length, and with per-task routing one pass over the corpus per task."""
         length = self.config.max_length
         chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
 
@@ -120,7 +119,7 @@ class TorchRunner:
                 self._forward(batch, mode, task)
 
         def call() -> None:
-            for task in self.tasks if mode == "seed" else [None]:  # seed: the corpus once per task
+            for task in self.tasks if mode == "per-task" else [None]:  # per-task: the corpus once per task
                 one_pass(task)
 
         return TextPass(call, [[len(chunk), length] for chunk in chunks], "max_length")
@@ -241,16 +240,16 @@ class OrtRunner:
             embedding = encoder.run(feeds, [EMBEDDING])[0]  # (batch, hidden), once for every head
             return [session.run({EMBEDDING: embedding}, names)[0] for session, names in heads]
 
-        def seed() -> list:
+        def per_task() -> list:
             return [session.run({EMBEDDING: encoder.run(feeds, [EMBEDDING])[0]}, names)[0]
                     for session, names in heads]
 
-        return split if mode == "split" else seed
+        return split if mode == "split" else per_task
 
     def text_calls(self, mode: str, texts: list[str], batch_size: int) -> list[TextPass]:
         """The runtime as users call it: tokenisation, length-sorted batches padded to their longest row."""
         predictor = self._predictor("fused" if mode == "fused" else "split")
-        if mode == "seed":  # one call per task; split execution runs the encoder and only that task's head
+        if mode == "per-task":  # one call per task; split execution runs the encoder and only that task's head
             call = lambda: [predictor.logits(texts, [task], batch_size) for task in self.tasks]  # noqa: E731
         else:
             call = lambda: predictor.logits(texts, None, batch_size)  # noqa: E731

@@ -92,13 +92,13 @@ def run_bench(plan: BenchPlan, on_progress: ProgressCallback | None = None) -> R
 def quick_bench(checkpoint: Path, export_dir: Path, *, validation_data: dict[str, Path] | str | None = None,
                 threads: int | None = None, cold_start: bool = True, device: str = "cpu",
                 on_progress: ProgressCallback | None = None) -> Report:
-    """A small bench for `mtl-onnx quickstart`: batch 1 and 8 at 32 and 128 tokens, seed routing against fused,
+    """A small bench for `mtl-onnx quickstart`: batch 1 and 8 at 32 and 128 tokens, per-task routing against fused,
     128 real texts, PyTorch fp32 against every ONNX variant the export holds (about a minute on 2 cores with
     MiniLM; PyTorch int8 and the peer are left to `mtl-onnx bench`); on "cuda", every ONNX variant that runs
     there. `validation_data` ({task: file} or "demo") adds each backend's accuracy. Render the result with
     `mtl.bench.report.rich_tables`."""
     options = BenchOptions(checkpoint=Path(checkpoint), onnx=Path(export_dir), backends="torch-fp32,ort",
-                           modes="seed,fused",
+                           modes="per-task,fused",
                            batch_sizes=(1, 8), sequence_lengths=(32, 128), warmup=1, runs=5, max_cell_seconds=2.0,
                            corpus_limit=128, text_runs=2, validation_data=validation_data or {},
                            validation_limit=200, cold_start=cold_start, threads=threads, device=device)

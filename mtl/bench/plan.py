@@ -23,14 +23,13 @@ from mtl.bench.backends import (
     check_dependencies,
     check_device,
     modes_for,
-    module_available,
     offline_fused,
     parse_backends,
     parse_modes,
     parse_precisions,
+    parse_workloads,
     peer_available,
     resolve_backends,
-    split_list,
     text_paddings,
 )
 from mtl.bench.environment import ort_providers
@@ -47,8 +46,8 @@ from mtl.bench.workloads import (
 )
 from mtl.config import ModelConfig, Range
 from mtl.errors import BenchError, CheckpointError, ConfigError, MissingDependencyError
+from mtl.extras import module_available
 
-WORKLOADS = ("synthetic", "text")
 COLD_START_TEXT = "Stocks rallied after the central bank cut interest rates."
 
 
@@ -60,7 +59,7 @@ class BenchOptions:
     onnx: Path | None = None
     backends: str | None = None  # "torch", "ort", or exact names like "ort-int8"; None: all that can run
     precisions: str | None = None  # fp32, fp32-opt, int8, int8-plain, fp16, bf16; None: the device's defaults
-    modes: str = "seed,fused,split"
+    modes: str = "per-task,fused,split"
     device: str = "cpu"
     threads: int | None = None  # None: every core this process may use
     workloads: str = "synthetic,text"
@@ -153,7 +152,7 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
 
 def plan_bench(options: BenchOptions) -> BenchPlan:
     _check_numbers(options)
-    workloads = split_list(options.workloads, "workload", WORKLOADS) or WORKLOADS
+    workloads = parse_workloads(options.workloads)
     device = check_device(options.device)
     items, modes = parse_backends(options.backends), parse_modes(options.modes)
     precisions = parse_precisions(options.precisions)

@@ -1,5 +1,5 @@
 """The bench's PNG: p50 latency against sequence length per backend and mode (one panel per batch size), and
-speed-up bars against PyTorch fp32 with the seed's routing. matplotlib is optional (`mtl-onnx[bench]`)."""
+speed-up bars against PyTorch fp32 with per-task routing. matplotlib is optional (`mtl-onnx[bench]`)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def write_plot(report: Report, path: Path) -> None:
     write_output_file(Path(path), png.getvalue())
 
 
-LINE_STYLES = {"fused": "-", "split": "--", "seed": ":"}
+LINE_STYLES = {"fused": "-", "split": "--", "per-task": ":"}
 
 
 def _latency_panel(axes, rows: list[Row], batch: int) -> None:
@@ -86,7 +86,7 @@ def _latency_panel(axes, rows: list[Row], batch: int) -> None:
 
 def _speedup_panel(axes, bars: dict[str, dict[str, float]]) -> None:
     if not bars:
-        axes.text(0.5, 0.5, "no speed-ups: PyTorch fp32 seed routing was not measured", ha="center", va="center")
+        axes.text(0.5, 0.5, "no speed-ups: PyTorch fp32 per-task routing was not measured", ha="center", va="center")
         axes.set_axis_off()
         return
     labels = list(bars)
@@ -99,5 +99,5 @@ def _speedup_panel(axes, bars: dict[str, dict[str, float]]) -> None:
         axes.bar_label(drawn, labels=[f"{v:.2f}×" if v else "" for v in values], fontsize="small")
     axes.axhline(1.0, color="grey", linewidth=0.8)
     axes.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
-    axes.set(ylabel="speed-up vs PyTorch fp32 (seed routing)", title="speed-up")
+    axes.set(ylabel="speed-up vs PyTorch fp32 (per-task routing)", title="speed-up")
     axes.legend()

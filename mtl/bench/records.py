@@ -100,10 +100,10 @@ class Row:
     flops_per_call: float
     gflops_per_s: float | None
     peak_rss_bytes: int | None = None
-    speedup: float | None = None  # against PyTorch fp32 with seed routing, same workload and shape
+    speedup: float | None = None  # against PyTorch fp32 with per-task routing, same workload and shape
     speedup_same_mode: float | None = None  # against PyTorch fp32 in the same mode (and padding, where it has one)
     # Same work: against the fastest PyTorch row of this workload and shape that runs one encoder pass (real text:
-    # dynamically padded). None for rows doing other work (seed routing, padding to max length).
+    # dynamically padded). None for rows doing other work (per-task routing, padding to max length).
     engine_speedup: float | None = None
     engine_baseline: str | None = None  # that PyTorch row's `label`
 

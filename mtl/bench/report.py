@@ -21,10 +21,10 @@ from mtl.text import printable
 Section = tuple[str, list[str], list[list[str]]]  # title, column headers, rows of cells
 
 # Short headers: fifteen columns have to fit a terminal; the section titles and `legend_lines` say the rest.
-SWEEP_HEADERS = ["backend", "mode", "batch", "seq", "p50", "p90", "p99 / max", "mean", "runs", "seq/s", "vs seed",
-                 "vs torch", "GFLOP/s", "peak RSS", "size"]
-TEXT_HEADERS = ["backend", "mode", "padding", "texts", "tokens", "p50 s", "texts/s", "vs seed", "vs torch", "GFLOP/s",
-                "peak RSS"]
+SWEEP_HEADERS = ["backend", "mode", "batch", "seq", "p50", "p90", "p99 / max", "mean", "runs", "seq/s",
+                 "vs baseline", "vs torch", "GFLOP/s", "peak RSS", "size"]
+TEXT_HEADERS = ["backend", "mode", "padding", "texts", "tokens", "p50 s", "texts/s", "vs baseline", "vs torch",
+                "GFLOP/s", "peak RSS"]
 COLD_HEADERS = ["backend", "start to first prediction", "import", "load", "predict", "peak RSS", "imports torch"]
 ACCURACY_HEADERS = ["backend", "task", "examples", "accuracy %", "Δ points", "agreement %"]
 
@@ -144,7 +144,7 @@ def providers_text(report: Report) -> str:
 def legend_lines(report: Report) -> list[str]:
     """What the speed-up and tail columns measure, and the fastest real-text row's two speed-ups side by side."""
     lines = [
-        "vs seed: speed-up over PyTorch fp32 routed the seed project's way (an encoder pass per task; real text "
+        "vs baseline: speed-up over PyTorch fp32 with per-task routing (an encoder pass per task; real text "
         "padded to max length), same workload and shape",
         "vs torch: engine speed-up on the same work, over the fastest PyTorch row of the same workload and shape "
         "that runs one encoder pass (real text: length-sorted, each batch padded to its longest row); '-' for "
@@ -155,7 +155,7 @@ def legend_lines(report: Report) -> list[str]:
     text = [r for r in _rows(report, "text") if r.engine_speedup is not None]
     if text:
         best = min(text, key=lambda r: r.summary.p50_s)
-        lines.append(f"fastest on real text: {best.label}, {ratio(best.speedup)} over the seed's routing, "
+        lines.append(f"fastest on real text: {best.label}, {ratio(best.speedup)} over PyTorch's per-task routing, "
                      f"{ratio(best.engine_speedup)} over PyTorch doing the same work ({best.engine_baseline})")
     recipes = int8_recipe_ratios(report)
     if recipes:

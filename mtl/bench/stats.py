@@ -13,9 +13,9 @@ import numpy as np
 from mtl.artifacts.encoder_config import first_int, num_layers, position_limit
 from mtl.bench.records import LatencySummary, Row
 
-# The baseline of `speedup`: eager PyTorch fp32 routed the seed's way (one encoder pass per task; real text padded
+# The baseline of `speedup`: eager PyTorch fp32 with per-task routing (one encoder pass per task; real text padded
 # to max length), i.e. what the project started from.
-BASELINE = ("torch", "fp32", "seed")
+BASELINE = ("torch", "fp32", "per-task")
 # The baseline of `engine_speedup`: the same work done by PyTorch at its best, so that the ratio is the engine's.
 ENGINE_BASELINE = ("the fastest PyTorch row of the same workload and shape that runs one encoder pass for every task "
                    "(real text: length-sorted, each batch padded to its longest row)")
@@ -81,10 +81,10 @@ def head_flops(hidden: int, num_labels: int, batch: int) -> float:
 
 
 def call_flops(dims: EncoderDims, labels_per_task: list[int], batch: int, sequence: int, mode: str) -> float:
-    """FLOPs a backend executes for one call of `mode` over every task: the seed's routing runs the encoder once
+    """FLOPs a backend executes for one call of `mode` over every task: per-task routing runs the encoder once
     per task; fused and split run it once. Counted as executed, so GFLOP/s says how well the hardware is used,
-    and the seed mode's wasted passes show up as time, not as missing FLOPs."""
-    passes = len(labels_per_task) if mode == "seed" else 1
+    and the per-task mode's repeated passes show up as time, not as missing FLOPs."""
+    passes = len(labels_per_task) if mode == "per-task" else 1
     heads = sum(head_flops(dims.hidden, n, batch) for n in labels_per_task)
     return passes * encoder_flops(dims, batch, sequence) + heads
 
@@ -104,7 +104,7 @@ def same_work(row: Row) -> bool:
 
 
 def add_speedups(rows: list[Row]) -> None:
-    """In place: `speedup` against the seed-routed PyTorch fp32 row of the same workload and shape;
+    """In place: `speedup` against the per-task-routed PyTorch fp32 row of the same workload and shape;
     `speedup_same_mode` against the PyTorch fp32 row of the same mode (of the same padding where there is one);
     `engine_speedup` against the fastest PyTorch row doing the same work (`same_work`), named in `engine_baseline`.
     None where there is no such row. Ratios of p50 latencies: one slow outlier does not move them."""

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from mtl.artifacts.checkpoint import check_checkpoint
+from mtl.artifacts.manifest import PRECISIONS
 from mtl.cli.options import (
     CheckpointArg,
     Int8Target,
@@ -17,18 +18,24 @@ from mtl.cli.options import (
     TextField,
     TritonDevice,
     TrustRemoteCode,
+    check_input_files,
+    choices_metavar,
+    comma_list,
     console,
     setup_logging,
     shown,
     user_errors,
 )
+from mtl.export.options import parse_precisions
+from mtl.extras import require_extra
 
 
 def export(
     checkpoint: CheckpointArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the export; written only once validated.")],
     precision: Annotated[str, typer.Option(
-        help="Comma-separated variants: fp32 (always made), int8 (CPU), fp16 (GPU).")] = "fp32",
+        metavar=choices_metavar(PRECISIONS), parser=comma_list(parse_precisions),
+        help="The variants to make: fp32 (always made), int8 (for CPUs), fp16 (for GPUs).")] = "fp32",
     optimize: Annotated[bool, typer.Option(
         help="ONNX Runtime transformer fusion, kept only where measured faster.")] = False,
     validation_data: Annotated[Optional[list[str]], typer.Option(
@@ -58,11 +65,14 @@ def export(
     PyTorch on several shapes before anything is written."""
     with user_errors():
         from mtl.data.files import parse_named_files
-        from mtl.export.options import ExportOptions, parse_precisions
+        from mtl.export.options import ExportOptions
 
+        check_checkpoint(checkpoint)
+        validation_files = parse_named_files(validation_data or [], "--validation-data", "TASK=FILE")
+        check_input_files(validation_files.values())
         options = ExportOptions(
             precisions=parse_precisions(precision), optimize=optimize, opset=opset,
-            validation_data=parse_named_files(validation_data or [], "--validation-data", "TASK=FILE"),
+            validation_data=validation_files,
             text_field=text_field,
             label_field=label_field, max_int8_drop=max_int8_drop, max_int8_f1_drop=max_int8_f1_drop,
             force_int8=force_int8, recorded_data=recorded_data, int8_target=int8_target.value,
@@ -75,6 +85,7 @@ def export(
             check_triton_precision(triton_precision.value, options.precisions)
             check_triton_target(triton, overwrite=overwrite)
             triton_config_module()
+        require_extra("train", "export")
         result = run_export(checkpoint, output, options)
         if triton is not None:
             from mtl.export.triton import write_triton_repository
@@ -88,7 +99,7 @@ def export(
 def run_export(checkpoint: Path, output: Path, options):
     """Export with a line per finished step, then the table of graphs and the real-data accuracy table."""
     setup_logging()
-    from mtl.cli.tables import graphs_table, real_data_table
+    from mtl.cli.tables import graphs_table, print_tables, real_data_table
     from mtl.export import export_checkpoint
 
     def step_done(message: str, seconds: float) -> None:
@@ -96,10 +107,8 @@ def run_export(checkpoint: Path, output: Path, options):
 
     with console.status("exporting"):
         result = export_checkpoint(checkpoint, output, options, on_step=step_done)
-    Console().print(graphs_table(result))
     accuracy = real_data_table(result)
-    if accuracy is not None:
-        Console().print(accuracy)
+    print_tables(graphs_table(result), *([accuracy] if accuracy is not None else []))
     for note in result.notes:  # a note may name a path from the checkpoint's own record: no raw control characters
         console.print(f"[yellow]note:[/yellow] {shown(note)}")
     console.print(f"exported to [bold]{shown(result.output)}[/bold] in {result.seconds:.0f} s")

@@ -5,11 +5,12 @@ two cannot drift). Imports nothing heavy."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional, get_args
 
 import typer
 from rich.console import Console
@@ -18,7 +19,8 @@ from rich.markup import escape
 
 from mtl.artifacts.manifest import DEVICES, EXECUTIONS, PRECISION_CHOICES
 from mtl.config import CLASS_WEIGHTINGS, POOLING_MODES, SAMPLING_MODES, TRAIN_PRECISIONS
-from mtl.errors import OutputError, UserError
+from mtl.data.sources import open_source
+from mtl.errors import ConfigError, OutputError, UserError
 from mtl.export.options import INT8_TARGETS, TRITON_DEVICES
 from mtl.text import printable
 
@@ -55,6 +57,34 @@ TrustRemoteCode = Annotated[bool, typer.Option(
                                 "only for a folder whose code you have read).")]
 
 
+def in_panel(option, panel: str):
+    """A shared option alias (`TextField`, ...) listed under the heading `panel` in its command's --help."""
+    kind, info = get_args(option)
+    info = copy.copy(info)
+    info.rich_help_panel = panel
+    return Annotated[kind, info]
+
+
+def comma_list(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """A `parser=` for an option that takes a comma-separated list of choices: the library's own `parse` checks
+    it, and its refusal becomes the option's (exit 2, naming the option) before any work. The text goes on as it
+    was given."""
+
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ConfigError as err:
+            raise typer.BadParameter(str(err)) from None
+        return text
+
+    return check
+
+
+def choices_metavar(valid: tuple[str, ...]) -> str:
+    """What --help shows for a comma-separated list of choices, like the `<a|b>` of a single one."""
+    return f"<{'|'.join(valid)}>[,...]"
+
+
 @contextlib.contextmanager
 def user_errors():
     """A user's mistake becomes one red line and exit code 1; Ctrl-C exits 130. Bugs still raise."""
@@ -85,6 +115,13 @@ def check_stdout(what: str) -> None:
     if sys.stdout is None:
         raise OutputError(f"standard output is closed, so {what} would be lost; send it to a file or /dev/null "
                           f"instead of closing it")
+
+
+def check_input_files(paths) -> None:
+    """Every input file exists and can be read, checked before the command imports torch or loads a model (seconds):
+    a mistyped name costs one line at once. The readers check again as they open each file."""
+    for path in paths:
+        open_source(path)
 
 
 def _printable_record(record: logging.LogRecord) -> bool:

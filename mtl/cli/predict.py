@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from mtl.artifacts.reports import check_output_file
@@ -33,6 +32,7 @@ from mtl.cli.options import (
     TextField,
     ThreadsOption,
     TrustRemoteCode,
+    check_input_files,
     check_stdout,
     console,
     setup_logging,
@@ -40,6 +40,7 @@ from mtl.cli.options import (
 )
 from mtl.data.sources import FORMATS
 from mtl.errors import ConfigError, DataError, OutputError
+from mtl.extras import require_extra
 from mtl.text import printable, printable_json
 
 InputFormat = Enum("InputFormat", {name: name for name in FORMATS}, type=str)
@@ -67,21 +68,23 @@ def evaluate(
     """Per-task accuracy, macro-F1 and macro-recall of a checkpoint or an export on labelled files."""
     with user_errors():
         from mtl.artifacts.jsonfile import write_json
-        from mtl.cli.tables import metrics_table
+        from mtl.cli.tables import metrics_table, print_tables
         from mtl.data.files import parse_named_files
         from mtl.evaluate import evaluate_files
 
         files = parse_named_files(task, "--task")
+        check_input_files(files.values())
         if json_out:
             check_output_file(json_out, [checkpoint, *files.values()])  # before the model is loaded and scored
         else:
             check_stdout("the metrics table")
-        predictor = _load_predictor(checkpoint, precision, device, False, threads, "fused", trust_remote_code)
+        predictor = _load_predictor("evaluate", checkpoint, precision, device, False, threads, "fused",
+                                    trust_remote_code)
         for name in files:
             predictor.config.task(name)  # unknown task: fail before any work
         results = evaluate_files(predictor, files, text_field, label_field, batch_size)
         title = f"{checkpoint}" + (f" ({predictor.precision})" if hasattr(predictor, "precision") else "")
-        Console().print(metrics_table(title, results))
+        print_tables(metrics_table(title, results))
         if json_out:
             write_json(json_out, results)
 
@@ -154,7 +157,7 @@ def predict(
         check_stdout("the predictions")
         fmt = getattr(input_format, "value", input_format)
         sources = [_located(path, open_rows(path, text_field, fmt=fmt)) for path in file or []]  # a bad file fails now
-        predictor = _load_predictor(checkpoint, precision, device, fallback_cpu, threads, execution,
+        predictor = _load_predictor("predict", checkpoint, precision, device, fallback_cpu, threads, execution,
                                     trust_remote_code)
         tasks = predictor.check_tasks(task)
         rows = itertools.chain(rows_from_arguments(list(texts or [])), *sources)
@@ -179,6 +182,7 @@ def _predict_on_ray(export: Path, texts, files, input_format, tasks, text_field:
     if threads is not None or getattr(device, "value", device) != "cpu":
         raise ConfigError("--engine ray runs on CPU with --threads-per-actor threads per actor; --threads and "
                           "--device are the local engine's")
+    require_extra("ray", "predict --engine ray")
     setup_logging(torch_side=False)
     from mtl.scale.inputs import Fields
     from mtl.scale.job import JobOptions, run_job
@@ -344,14 +348,18 @@ def _next_within(pending: queue.Queue, seconds: float):
         return None
 
 
-def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool, threads: Optional[int],
-                    execution: str, trust_remote_code: bool = False):
+def _load_predictor(command: str, model: Path, precision: str, device: str, fallback_cpu: bool,
+                    threads: Optional[int], execution: str, trust_remote_code: bool = False):
     """An export folder (it has a manifest) runs on ONNX Runtime and never imports torch or transformers;
-    anything else is loaded as a PyTorch checkpoint."""
+    anything else is loaded as a PyTorch checkpoint, once it is known to be one and the train extra is installed."""
     precision, device, execution = (getattr(v, "value", v) for v in (precision, device, execution))
+    from mtl.artifacts.checkpoint import check_checkpoint
     from mtl.artifacts.manifest import check_choices, is_export_folder
 
     check_choices(precision, device, execution)
+    if not Path(model).is_dir():
+        raise ConfigError(f"{model}: no such folder; give a checkpoint (from `mtl-onnx train`) or an export folder "
+                          f"(from `mtl-onnx export`)")
     if is_export_folder(model):
         setup_logging(torch_side=False)
         from mtl.runtime import Predictor
@@ -362,6 +370,9 @@ def _load_predictor(model: Path, precision: str, device: str, fallback_cpu: bool
     if (precision, device, threads, execution) != ("auto", "cpu", None, "fused"):
         raise ConfigError(f"{model}: --precision, --device, --threads and --execution apply to export folders "
                           f"(from `mtl-onnx export`); this is not one")
+    check_checkpoint(model)
+    require_extra("train", f"{command} on a PyTorch checkpoint (an export folder needs no extra)",
+                  ("torch", "transformers", "safetensors"))
     setup_logging()
     from mtl.model import TorchPredictor
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
-from mtl.cli.tables import metrics_table
+from mtl.cli.tables import metrics_table, print_tables
 from mtl.evaluate import per_task_metrics
 
 
@@ -46,7 +46,8 @@ class RichProgressCallback(TrainerCallback):
         if not self.progress or not metrics:
             return
         per_task = per_task_metrics(metrics, self.task_names)
-        self.progress.console.print(metrics_table(f"validation after epoch {state.epoch:.2f}", per_task))
+        table = metrics_table(f"validation after epoch {state.epoch:.2f}", per_task)
+        print_tables(table, console=self.progress.console)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress:

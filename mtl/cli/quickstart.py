@@ -17,6 +17,7 @@ from mtl.cli.train import run_training
 from mtl.config import DEFAULT_BACKBONE, TrainConfig
 from mtl.data.files import demo_task_files
 from mtl.errors import ConfigError
+from mtl.extras import require_extra
 
 
 def quickstart(
@@ -37,6 +38,7 @@ def quickstart(
         task_files = demo_task_files()
         check_target(output, "quickstart folder", _is_quickstart, overwrite=True, error=ConfigError,
                      renamed=False)  # filled where it is: its parts are published inside it
+        require_extra("train", "quickstart")
         bench_device = announce_device()
         undo = _UndoOnFailure(output)  # taken before the claim, which makes the folder it sits in
         with claimed(output):

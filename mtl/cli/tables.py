@@ -1,20 +1,42 @@
 """Rich tables the CLI prints (no torch: the ONNX paths use them too): per-task metrics, and the export summary
-(every graph file with its size and how it compared with PyTorch; each variant's accuracy on real data).
+(every graph file with its size and how it compared with PyTorch; each variant's accuracy on real data), and how
+every table is printed whole, on a terminal or not.
 
 Every string that comes from a model folder, a data file or the command line (titles, task names, file names)
 goes in as `_shown`: escaped by `mtl.text.printable` and never read as rich markup."""
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from mtl.evaluate import METRIC_NAMES
 from mtl.text import printable
 
+# Columns a table may take in a file or a pipe: more than any table here needs, so its content alone sets its width.
+UNBOUNDED_WIDTH = 10_000
+
 
 def _shown(value: object) -> Text:
     return Text(printable(str(value)))
+
+
+def print_tables(*renderables, console: Console | None = None) -> None:
+    """Tables and lines of text, on stdout unless `console` is given. On a terminal they fit its width. In a file
+    or a pipe rich would assume 80 columns and squeeze a wide table until every number reads "0…": there a table is
+    as wide as its content, and a line of text is not wrapped."""
+    console = console or Console()
+    for renderable in renderables:
+        if console.is_terminal:
+            console.print(renderable)
+        elif isinstance(renderable, Table):
+            options = console.options.update_width(UNBOUNDED_WIDTH)
+            renderable.width = Measurement.get(console, options, renderable).maximum
+            console.print(renderable, crop=False)
+        else:
+            console.print(renderable, soft_wrap=True)
 
 
 def metrics_table(title: str, per_task: dict[str, dict[str, float]]) -> Table:

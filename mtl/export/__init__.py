@@ -17,9 +17,10 @@ def __getattr__(name: str):
             from mtl.export import pipeline
         except ImportError as err:  # a runtime-only install: torch, transformers, onnx are the train extra
             from mtl.errors import MissingDependencyError
+            from mtl.extras import install_command
 
             raise MissingDependencyError(
-                f"exporting needs {err.name or 'PyTorch'}, which is not installed; pip install 'mtl-onnx[train]'"
+                f"exporting needs {err.name or 'PyTorch'}, which is not installed; {install_command('train')}"
             ) from None
         return getattr(pipeline, name)
     raise AttributeError(f"module 'mtl.export' has no attribute {name!r}")

@@ -17,6 +17,7 @@ from mtl.artifacts.environment import library_versions, usable_cores
 from mtl.artifacts.io_spec import ENCODER_GRAPH, FUSED_GRAPH, HEAD_GRAPH, encoder_spec, fused_spec, head_spec
 from mtl.artifacts.manifest import (
     CHECK_INT8_HINT,
+    VARIANT_DEVICE,
     Manifest,
     Variant,
     VariantFiles,
@@ -54,7 +55,6 @@ from mtl.export.variants import Int8Settings, build_int8, convert_fp16, int8_set
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[str, float], None]
-VARIANT_DEVICE = {"fp32": "any", "int8": "cpu", "fp16": "cuda"}
 
 
 @dataclass

@@ -25,10 +25,11 @@ from mtl.artifacts.io_spec import TensorSpec, logits_name
 from mtl.artifacts.manifest import PRECISION_CHOICES, Manifest, choose_precision, load_manifest
 from mtl.artifacts.publish import check_target, claimed, new_staging, publish
 from mtl.errors import ConfigError, ExportError, MissingDependencyError, TritonConfigError
+from mtl.extras import install_command
 
 log = logging.getLogger(__name__)
 
-TRITON_EXTRA = 'pip install "mtl-onnx[triton]"'
+TRITON_EXTRA = install_command("triton")
 CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
 VERSION = "1"

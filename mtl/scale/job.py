@@ -35,6 +35,7 @@ import pyarrow as pa
 from mtl.artifacts.environment import usable_cores
 from mtl.artifacts.publish import check_target, staged
 from mtl.errors import ConfigError, MissingDependencyError, OutputError, UserError
+from mtl.extras import install_command
 from mtl.scale.inputs import Fields, InputFile, id_type, read_rows, resolve_inputs
 from mtl.scale.predict import DEFAULT_BATCH_SIZE, THREADS_PER_ACTOR, checked_export, predict_dataset
 from mtl.scale.records import json_line
@@ -192,8 +193,7 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise MissingDependencyError("--engine ray needs Ray Data; install it with pip install 'mtl-onnx[ray]'") \
-            from None
+        raise MissingDependencyError(f"--engine ray needs Ray Data; install it with {install_command('ray')}") from None
     return ray
 
 

@@ -3,6 +3,7 @@ isolation from torch, one clear line for every bad input, and Ctrl-C keeping the
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mtl.bench.backends import peer_available
+from mtl.bench.report import SWEEP_HEADERS
 from mtl.cli import app
 from tests.factory import bench_model, earlier_report, interrupt_second_sweep_cell, small_corpus, tiny_args
 
@@ -42,7 +44,7 @@ def corpus(tmp_path):
 def test_end_to_end_bench_in_worker_processes(model, corpus, tmp_path):
     checkpoint, onnx = model
     out = tmp_path / "bench.json"
-    result = invoke(*tiny_args(checkpoint, onnx, corpus), "--precision", "fp32", "--mode", "seed,fused",
+    result = invoke(*tiny_args(checkpoint, onnx, corpus), "--precision", "fp32", "--mode", "per-task,fused",
                     "--threads", 1, "--json", out, "--markdown", tmp_path / "bench.md")
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -50,9 +52,9 @@ def test_end_to_end_bench_in_worker_processes(model, corpus, tmp_path):
     # runs where the peer extra is installed (the transformers 4.57 line), else the bench says it skipped it
     peer = [("st-fp32", "fused", "synthetic", None), ("st-fp32", "fused", "text", "dynamic")]
     assert sorted((r["backend"], r["mode"], r["workload"], r["padding"]) for r in report["rows"]) == sorted([
-        *[(b, m, "synthetic", None) for b in ("torch-fp32", "ort-fp32") for m in ("seed", "fused")],
-        ("torch-fp32", "seed", "text", "max_length"), ("torch-fp32", "fused", "text", "max_length"),
-        ("torch-fp32", "fused", "text", "dynamic"), ("ort-fp32", "seed", "text", "dynamic"),
+        *[(b, m, "synthetic", None) for b in ("torch-fp32", "ort-fp32") for m in ("per-task", "fused")],
+        ("torch-fp32", "per-task", "text", "max_length"), ("torch-fp32", "fused", "text", "max_length"),
+        ("torch-fp32", "fused", "text", "dynamic"), ("ort-fp32", "per-task", "text", "dynamic"),
         ("ort-fp32", "fused", "text", "dynamic"), *(peer if peer_available() else [])])
     assert all(len(r["latencies_s"]) == (2 if r["workload"] == "synthetic" else 1) for r in report["rows"])
     workers = {w["backend"]: w for w in report["workers"]}
@@ -67,7 +69,7 @@ def test_end_to_end_bench_in_worker_processes(model, corpus, tmp_path):
         assert any("the peer (sentence-transformers' ONNX backend, st-*) skipped: not installed" in note
                    for note in report["notes"]), report["notes"]
     assert set(workers["ort-fp32"]) == set(earlier_report()["workers"][0])
-    assert "| torch-fp32 | seed | 2 | 8 |" in (tmp_path / "bench.md").read_text()
+    assert "| torch-fp32 | per-task | 2 | 8 |" in (tmp_path / "bench.md").read_text()
     assert "synthetic sweep" in result.output and "real text" in result.output
 
 
@@ -111,20 +113,41 @@ def test_bench_parent_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
+def option_error(result, expected):
+    """Refused by the option's own type, as click refuses a bad value: exit 2, the usage, then one `Error:` line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    last = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert last.startswith("Error: ") and expected in last, result.output
+
+
 @pytest.mark.parametrize("extra, expected", [
-    (["--backend", "tensorrt"], "unknown backend 'tensorrt'; valid: torch, ort"),
+    (["--backend", "tensorrt"], "Invalid value for '--backend': unknown backend 'tensorrt'; valid: torch, ort"),
     (["--precision", "int4"], "unknown precision 'int4'; valid: fp32, fp32-opt, int8, int8-plain, fp16, bf16"),
+    (["--mode", "pipelined"], "Invalid value for '--mode': unknown mode 'pipelined'; valid: per-task, fused, split"),
+    (["--mode", "seed,fused"], "mode 'seed' is now called 'per-task'"),
+    (["--workload", "video"], "unknown workload 'video'; valid: synthetic, text"),
+    (["--device", "tpu"], "'tpu' is not one of 'cpu', 'cuda'"),
+    (["--runs", "0"], "Invalid value for '--runs'"),
+    (["--text-runs", "0"], "Invalid value for '--text-runs'"),
+    (["--cold-runs", "0"], "Invalid value for '--cold-runs'"),
+    (["--warmup", "-1"], "Invalid value for '--warmup'"),
+    (["--threads", "0"], "Invalid value for '--threads'"),
+])
+def test_values_outside_an_options_choices_or_minimum_are_refused_by_the_option(model, corpus, extra, expected):
+    checkpoint, onnx = model
+    option_error(invoke(*tiny_args(checkpoint, onnx, corpus), *extra), expected)
+
+
+@pytest.mark.parametrize("extra, expected", [
     (["--backend", "torch", "--precision", "fp32-opt"], "precision 'fp32-opt' is not available for torch"),
     (["--backend", "st", "--precision", "fp16"], "precision 'fp16' is not available for st"),
     (["--backend", "torch-fp16"], "runs on cuda only"),
     (["--backend", "torch-int8", "--device", "cuda"], "backend torch-int8 runs on cpu only"),
     (["--backend", "st", "--device", "cuda"], "backend st runs on cpu only"),
-    (["--mode", "pipelined"], "unknown mode 'pipelined'"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
     (["--seq-lengths", "8,4096"], "sequence length 4096 is beyond the model's limit of 130 positions"),
     (["--batch-sizes", "0"], "batch size 0 is outside the bench's limits"),
     (["--batch-sizes", "1,x"], "bad --batch-sizes '1,x'"),
-    (["--runs", "0"], "--runs must be at least 1"),
     (["--max-cell-seconds", "nan"], "--max-cell-seconds must be a number in (0, 1e+06], got nan"),
     (["--json", "/dev/null/report.json"], "because /dev/null is a file, not a folder"),
 ])
@@ -184,14 +207,29 @@ def test_ctrl_c_writes_the_finished_rows(model, corpus, tmp_path, monkeypatch):
     checkpoint, onnx = model
     interrupt_second_sweep_cell(monkeypatch)
     out, markdown = tmp_path / "bench.json", tmp_path / "bench.md"
-    result = invoke("bench", onnx, "--backend", "ort-fp32", "--mode", "seed,fused", "--workload", "synthetic",
+    result = invoke("bench", onnx, "--backend", "ort-fp32", "--mode", "per-task,fused", "--workload", "synthetic",
                     "--batch-sizes", 1, "--seq-lengths", 8, "--warmup", 0, "--runs", 2, "--threads", 1,
                     "--in-process", "--json", out, "--markdown", markdown)
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output and "interrupted" in result.output
     report = json.loads(out.read_text())
-    assert report["interrupted"] is True and [r["mode"] for r in report["rows"]] == ["seed"]
-    assert "| ort-fp32 | seed | 1 | 8 |" in markdown.read_text()
+    assert report["interrupted"] is True and [r["mode"] for r in report["rows"]] == ["per-task"]
+    assert "| ort-fp32 | per-task | 1 | 8 |" in markdown.read_text()
+
+
+def test_tables_sent_to_a_file_or_a_pipe_keep_every_figure(model):
+    """Off a terminal rich assumes 80 columns, where the sweep table's fifteen columns would each shrink to "0…"."""
+    _, onnx = model
+    result = invoke("bench", onnx, "--backend", "ort-fp32", "--mode", "fused", "--workload", "synthetic",
+                    "--batch-sizes", 1, "--seq-lengths", 8, "--warmup", 0, "--runs", 2, "--threads", 1,
+                    "--in-process", "--no-cold-start")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ ort-fp32"))
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    assert cells[:4] == ["ort-fp32", "fused", "1", "8"] and len(cells) == len(SWEEP_HEADERS)
+    p50, p90, tail, mean = cells[4:8]
+    assert all(re.fullmatch(r"\d+\.\d+", cell) for cell in (p50, p90, mean)) and re.fullmatch(r"max \d+\.\d+", tail)
 
 
 def test_ctrl_c_in_the_parent_stops_the_worker_and_keeps_rows(model, monkeypatch):
@@ -244,7 +282,7 @@ def test_quickstart_bench_measures_every_backend_and_writes_its_report(model, tm
     rows, settings = report["rows"], report["settings"]
     backends = {"torch-fp32", "ort-fp32", "ort-fp32-opt", "ort-int8"}  # PyTorch, and every variant exported
     assert {(r["backend"], r["mode"], r["workload"]) for r in rows} == {
-        (b, m, w) for b in backends for m in ("seed", "fused") for w in ("synthetic", "text")}
+        (b, m, w) for b in backends for m in ("per-task", "fused") for w in ("synthetic", "text")}
     assert settings["text"]["warmup_passes"] == 1
     for row in rows:
         assert len(row["latencies_s"]) == row["runs"] <= (settings["runs"] if row["workload"] == "synthetic"
@@ -262,13 +300,13 @@ def test_quickstart_bench_measures_every_backend_and_writes_its_report(model, tm
 
 
 def _check_speedups_and_flops(rows: list[dict]) -> None:
-    """A speed-up is PyTorch fp32 seed routing's p50 over the row's own, for the same workload and shape; seed
+    """A speed-up is PyTorch fp32 per-task routing's p50 over the row's own, for the same workload and shape; per-task
     routing computes the encoder once per task, so it counts more FLOPs than one fused pass. The engine speed-up
     is PyTorch's p50 doing the same work (fused; real text dynamically padded) over the row's own."""
     def shape(row):
         return row["workload"], row["batch_size"], row["sequence_length"]
 
-    baseline = {shape(r): r for r in rows if r["backend"] == "torch-fp32" and r["mode"] == "seed"}
+    baseline = {shape(r): r for r in rows if r["backend"] == "torch-fp32" and r["mode"] == "per-task"}
     same_work = {shape(r): r for r in rows if r["backend"] == "torch-fp32" and r["mode"] == "fused"
                  and r["padding"] in (None, "dynamic")}
     for row in rows:
@@ -283,7 +321,7 @@ def _check_speedups_and_flops(rows: list[dict]) -> None:
 
 
 def _check_text_padding(rows: list[dict], max_length: int, texts: int) -> None:
-    """PyTorch pads every text to max_length in the seed's routing, and in fused mode both ways; the runtime pads
+    """PyTorch pads every text to max_length in per-task routing, and in fused mode both ways; the runtime pads
     each batch to its longest text, as does PyTorch's dynamic row."""
     text = {(r["backend"], r["mode"], r["padding"]): r for r in rows if r["workload"] == "text"}
     assert ("torch-fp32", "fused", "dynamic") in text

@@ -1,7 +1,7 @@
 """The engines a bench worker runs, in-process on the tiny model: every mode computes the same logits, the logits
-for real text are the ones the predictors give users, PyTorch's dynamically padded pass pads less than the seed's
-and computes the predictor's logits, PyTorch int8 stays close to fp32, each ORT backend opens its graphs at its own
-optimisation level, and one set of ORT graphs is in memory at a time. The peer's tests are in test_peers.py."""
+for real text are the ones the predictors give users, PyTorch's dynamically padded pass pads less than per-task
+routing's and computes the predictor's logits, PyTorch int8 stays close to fp32, each ORT backend opens its graphs at
+its own optimisation level, and one set of ORT graphs is in memory at a time. The peer's tests are in test_peers.py."""
 
 import gc
 import weakref
@@ -39,7 +39,8 @@ def test_every_mode_of_every_engine_computes_the_same_logits(runners):
     torch_runner, ort_runner = runners
     reference = _numpy(torch_runner.sweep_call("fused", FEEDS)())
     assert [value.shape for value in reference] == [(3, 4), (3, 3)]  # topic, sentiment
-    calls = [torch_runner.sweep_call("seed", FEEDS)] + [ort_runner.sweep_call(m, FEEDS) for m in ("seed", "split")]
+    calls = [torch_runner.sweep_call("per-task", FEEDS)] + [
+        ort_runner.sweep_call(m, FEEDS) for m in ("per-task", "split")]
     calls.append(ort_runner.sweep_call("fused", FEEDS))
     for call in calls:
         for got, want in zip(_numpy(call()), reference, strict=True):
@@ -62,14 +63,14 @@ def test_real_text_logits_are_the_predictors(runners):
             np.testing.assert_allclose(got[task], values, atol=1e-5, rtol=1e-5)
 
 
-def test_pytorch_dynamic_pass_pads_less_than_the_seeds_and_computes_the_predictors_logits(runners):
+def test_pytorch_dynamic_pass_pads_less_than_per_task_routing_and_computes_the_predictors_logits(runners):
     from mtl.model import TorchPredictor
 
     torch_runner, ort_runner = runners
-    [seed] = torch_runner.text_calls("seed", TEXTS, 3)
+    [per_task] = torch_runner.text_calls("per-task", TEXTS, 3)
     max_length, dynamic = torch_runner.text_calls("fused", TEXTS, 3)
-    assert (seed.padding, max_length.padding, dynamic.padding) == ("max_length", "max_length", "dynamic")
-    assert seed.shapes == max_length.shapes
+    assert (per_task.padding, max_length.padding, dynamic.padding) == ("max_length", "max_length", "dynamic")
+    assert per_task.shapes == max_length.shapes
     tokens = {p.padding: sum(rows * length for rows, length in p.shapes) for p in (max_length, dynamic)}
     assert tokens["dynamic"] < tokens["max_length"]
     [ort_pass] = ort_runner.text_calls("fused", TEXTS, 3)
@@ -120,7 +121,7 @@ def test_one_set_of_ort_graphs_is_in_memory_at_a_time():
     fused = weakref.ref(runner.predictor)
     runner.text_calls("fused", TEXTS, 2)
     assert runner.predictor is fused()  # the same execution reuses what is loaded
-    runner.sweep_call("seed", FEEDS)
+    runner.sweep_call("per-task", FEEDS)
     gc.collect()
     assert fused() is None and runner.predictor.execution == "split"
     split = weakref.ref(runner.predictor)

@@ -50,7 +50,7 @@ def test_a_file_that_is_not_a_report_is_refused():
 
 @pytest.mark.parametrize("record", [
     Measurement("synthetic", "fused", 8, 64, items_per_call=8, latencies_s=[0.01, 0.02], artifact_bytes=1000),
-    Measurement("text", "seed", 4, None, items_per_call=6, latencies_s=[0.5], artifact_bytes=1000,
+    Measurement("text", "per-task", 4, None, items_per_call=6, latencies_s=[0.5], artifact_bytes=1000,
                 batch_shapes=[[4, 20], [2, 9]], padding="dynamic", padded_tokens=98),
     ColdStartRun(import_s=0.1, load_s=0.2, predict_s=0.05, peak_rss_bytes=None, modules={"torch": False}),
     EngineInfo("CPUExecutionProvider", {"onnxruntime": "1.32.0"}, offline_optimized=True),

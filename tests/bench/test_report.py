@@ -19,7 +19,7 @@ def tiny_report(tmp_path_factory):
     checkpoint, onnx = bench_model()
     corpus = small_corpus(tmp_path_factory.mktemp("corpus"))
     plan = plan_bench(BenchOptions(
-        checkpoint=checkpoint, onnx=onnx, modes="seed,fused", batch_sizes=(1, 2), sequence_lengths=(8, 16),
+        checkpoint=checkpoint, onnx=onnx, modes="per-task,fused", batch_sizes=(1, 2), sequence_lengths=(8, 16),
         warmup=1, runs=2, corpus=corpus, text_runs=1, text_batch_size=4, threads=1, cold_start=False,
         validation_data="demo", validation_limit=8, isolate=False))
     progress = []
@@ -31,18 +31,18 @@ def tiny_report(tmp_path_factory):
 def test_rows_cover_every_backend_mode_and_shape(tiny_report):
     sweep = [r for r in tiny_report.rows if r.measured.workload == "synthetic"]
     combos = {(r.backend.name, r.measured.mode, r.measured.batch_size, r.measured.sequence_length) for r in sweep}
-    # torch fp32, int8 and ort fp32, fp32-opt, int8 x seed, fused; the peer st fp32, int8 x fused (where the peer
+    # torch fp32, int8 and ort fp32, fp32-opt, int8 x per-task, fused; the peer st fp32, int8 x fused (where the peer
     # extra is installed: the transformers 4.57 line); x 4 shapes
     peer = {"st-fp32 fused dynamic", "st-int8 fused dynamic"} if peer_available() else set()
     assert len(combos) == len(sweep) == (5 * 2 + len(peer)) * 4
     text = {r.label for r in tiny_report.rows if r.measured.workload == "text"}
-    assert text == {f"torch-{p} {m}" for p in ("fp32", "int8") for m in ("seed max_length", "fused max_length",
+    assert text == {f"torch-{p} {m}" for p in ("fp32", "int8") for m in ("per-task max_length", "fused max_length",
                                                                           "fused dynamic")} | {
-        f"ort-{p} {m} dynamic" for p in ("fp32", "fp32-opt", "int8") for m in ("seed", "fused")} | peer
+        f"ort-{p} {m} dynamic" for p in ("fp32", "fp32-opt", "int8") for m in ("per-task", "fused")} | peer
     for row in tiny_report.rows:
         assert row.threads == 1 and row.provider and row.versions
-        assert row.flops_per_call > 0 and row.speedup is not None  # PyTorch seed rows exist for every shape
-        assert (row.engine_speedup is None) == (row.measured.mode == "seed" or row.measured.padding == "max_length")
+        assert row.flops_per_call > 0 and row.speedup is not None  # PyTorch per-task rows exist for every shape
+        assert (row.engine_speedup is None) == (row.measured.mode == "per-task" or row.measured.padding == "max_length")
     # every backend, PyTorch int8 and the peer included, has its accuracy against PyTorch fp32
     assert {(r.backend, r.task) for r in tiny_report.accuracy} == {
         (b.name, t) for b in {r.backend for r in tiny_report.rows} for t in ("topic", "sentiment")}
@@ -92,9 +92,9 @@ def test_markdown_has_one_table_per_section(tiny_report, tmp_path):
     bench_report.write_markdown(tiny_report, path)
     text = path.read_text()
     assert "| backend | mode | batch | seq | p50 | p90 | p99 / max |" in text
-    assert "| vs seed | vs torch |" in text  # both speed-ups, side by side, in both tables
+    assert "| vs baseline | vs torch |" in text  # both speed-ups, side by side, in both tables
     assert "## Real text" in text and "## Accuracy" in text and "## Environment" in text
-    assert text.count("| ort-int8 | seed |") == 5  # 4 shapes + real text
+    assert text.count("| ort-int8 | per-task |") == 5  # 4 shapes + real text
     assert "| torch-fp32 | fused | dynamic |" in text and ("| st-int8 | fused |" in text) == peer_available()
     assert "Cold start" not in text  # not measured in-process
     # two runs per cell: too few for a p99, so the column holds the slowest run and says so

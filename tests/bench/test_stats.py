@@ -60,12 +60,12 @@ def test_encoder_flops_of_bert_base_at_128_tokens():
     assert encoder_flops(BERT_BASE, 1, 256) > 2 * encoder_flops(BERT_BASE, 1, 128)
 
 
-def test_call_flops_counts_one_encoder_pass_per_task_for_seed_routing():
+def test_call_flops_counts_one_encoder_pass_per_task_for_per_task_routing():
     labels = [4, 3, 2]
     encoder = encoder_flops(BERT_BASE, 8, 64)
     fused = call_flops(BERT_BASE, labels, 8, 64, "fused")
     assert call_flops(BERT_BASE, labels, 8, 64, "split") == fused  # the same work, in other graphs
-    assert call_flops(BERT_BASE, labels, 8, 64, "seed") - fused == pytest.approx(2 * encoder)  # two passes more
+    assert call_flops(BERT_BASE, labels, 8, 64, "per-task") - fused == pytest.approx(2 * encoder)  # two passes more
     assert 0 < fused - encoder < 0.01 * encoder  # the heads are a rounding error next to the encoder
     assert batches_flops(BERT_BASE, labels, [[8, 64], [8, 64]], "fused") == 2 * fused
 
@@ -92,14 +92,14 @@ def _row(engine, precision, mode, p50, workload="synthetic", batch=1, sequence=1
                latency_summary(latencies, batch), flops_per_call=1.0, gflops_per_s=None)
 
 
-def test_speedups_pair_rows_of_the_same_shape_with_pytorch_seed_and_same_mode():
+def test_speedups_pair_rows_of_the_same_shape_with_pytorch_per_task_and_same_mode():
     rows = [
-        _row("torch", "fp32", "seed", 0.040), _row("torch", "fp32", "fused", 0.020),
+        _row("torch", "fp32", "per-task", 0.040), _row("torch", "fp32", "fused", 0.020),
         _row("ort", "int8", "fused", 0.005), _row("ort", "fp32", "split", 0.010),
-        _row("torch", "fp32", "seed", 0.100, sequence=64), _row("ort", "int8", "fused", 0.010, sequence=64),
+        _row("torch", "fp32", "per-task", 0.100, sequence=64), _row("ort", "int8", "fused", 0.010, sequence=64),
         _row("ort", "int8", "fused", 0.010, batch=8),  # no PyTorch row of this shape
-        _row("torch", "fp32", "seed", 2.0, workload="text", batch=32, sequence=None),
-        _row("ort", "int8", "seed", 0.5, workload="text", batch=32, sequence=None),
+        _row("torch", "fp32", "per-task", 2.0, workload="text", batch=32, sequence=None),
+        _row("ort", "int8", "per-task", 0.5, workload="text", batch=32, sequence=None),
     ]
     add_speedups(rows)
     assert rows[0].speedup == pytest.approx(1.0)
@@ -116,24 +116,26 @@ def test_engine_speedup_is_the_fastest_same_work_pytorch_row_over_the_row():
     and shape, whatever its precision, is the reference, and rows doing other work get none."""
     text = {"workload": "text", "batch": 32, "sequence": None}
     rows = [
-        _row("torch", "fp32", "seed", 0.080), _row("torch", "fp32", "fused", 0.040),
-        _row("torch", "int8", "fused", 0.020), _row("ort", "int8", "fused", 0.005), _row("ort", "int8", "seed", 0.010),
+        _row("torch", "fp32", "per-task", 0.080), _row("torch", "fp32", "fused", 0.040),
+        _row("torch", "int8", "fused", 0.020), _row("ort", "int8", "fused", 0.005),
+        _row("ort", "int8", "per-task", 0.010),
         _row("st", "fp32", "fused", 0.010), _row("ort", "fp32", "split", 0.008),
-        _row("torch", "fp32", "seed", 4.0, padding="max_length", **text),
+        _row("torch", "fp32", "per-task", 4.0, padding="max_length", **text),
         _row("torch", "fp32", "fused", 2.0, padding="max_length", **text),
         _row("torch", "fp32", "fused", 1.0, padding="dynamic", **text),
         _row("ort", "fp32", "fused", 0.25, padding="dynamic", **text),
-        _row("ort", "fp32", "seed", 0.5, padding="dynamic", **text),
+        _row("ort", "fp32", "per-task", 0.5, padding="dynamic", **text),
     ]
     add_speedups(rows)
     engine = [row.engine_speedup for row in rows]
     assert engine[:7] == pytest.approx([None, 0.5, 1.0, 4.0, None, 2.0, 2.5])
     assert {rows[i].engine_baseline for i in (1, 2, 3, 5, 6)} == {"torch-int8 fused"}
-    assert engine[7:] == pytest.approx([None, None, 1.0, 4.0, None])  # max-length padding and seed routing: other work
+    # max-length padding and per-task routing: other work
+    assert engine[7:] == pytest.approx([None, None, 1.0, 4.0, None])
     assert rows[10].engine_baseline == "torch-fp32 fused dynamic"
-    # the seed's routing stays the baseline of `speedup`; the same mode prefers the same padding
+    # per-task routing stays the baseline of `speedup`; the same mode prefers the same padding
     assert rows[10].speedup == pytest.approx(16.0) and rows[10].speedup_same_mode == pytest.approx(4.0)
-    assert rows[11].speedup_same_mode == pytest.approx(8.0)  # PyTorch's seed row pads to max length: the only one
+    assert rows[11].speedup_same_mode == pytest.approx(8.0)  # PyTorch's per-task row pads to max length: the only one
 
 
 def test_tail_latency_is_p99_only_with_enough_runs_else_the_max():

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from mtl.artifacts.manifest import MANIFEST_FILE
 from mtl.cli import app
-from tests.factory import TASKS
+from tests.factory import TASKS, demo_rows, write_jsonl
 
 runner = CliRunner()
 TEXTS = ["the movie was great", "stocks rally as the market won", "team lost the game"]
@@ -218,15 +218,23 @@ def test_not_a_checkpoint_for_predict_and_export(tiny):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--precision", "fp32,int4"], "unknown precision 'int4'; valid: fp32, int8, fp16"),
     (["--validation-data", "topic"], "bad --validation-data 'topic': expected TASK=FILE"),
-    (["--validation-data", "nope=/tmp/x.jsonl"], "unknown task 'nope'"),
+    (["--validation-data", "nope={labelled}"], "unknown task 'nope'"),
     (["--validation-data", "topic=/no/such.jsonl"], "/no/such.jsonl: file not found"),
     (["--max-int8-drop", "-1"], "max_int8_drop must be in [0, 100], got -1.0"),
 ])
 def test_bad_export_options_write_nothing(tiny, args, fragment):
     parent = tiny.scratch("bad-export")
+    labelled = write_jsonl(tiny.scratch("bad-export-data") / "topic.jsonl", demo_rows("ag_news", "validation", 4))
+    args = [a.format(labelled=labelled) for a in args]
     assert_one_line_error(invoke("export", tiny.checkpoint("bert"), "-o", parent / "out", *args), fragment)
+    assert list(parent.iterdir()) == []
+
+
+def test_an_unknown_export_precision_is_a_usage_error(tiny):
+    parent = tiny.scratch("bad-export-precision")
+    result = invoke("export", tiny.checkpoint("bert"), "-o", parent / "out", "--precision", "fp32,int4")
+    assert_usage_error(result, "'--precision'", "unknown precision 'int4'; valid: fp32, int8, fp16")
     assert list(parent.iterdir()) == []
 
 

@@ -279,7 +279,8 @@ def test_bad_evaluate_input(tiny, data, tmp_path, args, fragment):
     (["--max-int8-drop", "-1"], "max_int8_drop must be in [0, 100]", 1),
     (["--opset", "99"], "--opset", 2),
     (["--threads", "0"], "--threads", 2),
-    (["--precision", "fp32,int4"], "unknown precision 'int4'", 1),
+    (["--precision", "fp32,int4"], "Invalid value for '--precision': unknown precision 'int4'; valid: fp32, int8, fp16",
+     2),
     (["--validation-data", "topic={surrogate}"], "holds a lone surrogate", 1),
     (["--validation-data", "nope={topic_valid}"], "unknown task 'nope'", 1),
 ])

@@ -212,7 +212,7 @@ def test_missing_tritonclient_is_one_line_naming_the_extra(tiny, monkeypatch):
             write_triton_repository(tiny.export("bert"), target, max_batch_size=8, overwrite=overwrite)
         message = str(caught.value)
         assert isinstance(caught.value, UserError) and "\n" not in message
-        assert 'pip install "mtl-onnx[triton]"' in message
+        assert "pip install 'mtl-onnx[triton]'" in message
     assert (model_dir / CONFIG_FILE).read_text(encoding="utf-8") == before
     assert sorted(p.name for p in root.iterdir()) == ["models"]  # nothing written, not even the new repository
 
