@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from mtl.errors import ConfigError
@@ -169,6 +170,37 @@ class ModelConfig:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["tasks"] = tuple(TaskSpec(t["name"], tuple(t["labels"])) for t in data["tasks"])
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model a run asks for, carried from the command line to training as one object: ModelConfig's own
+    choices (a field of both is passed on by name; the tasks and input names come from the data and the encoder)
+    and how the backbone is loaded (`trust_remote_code` lets its folder run its own Python: never by default)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    pooling: str = "cls"
+    dropout: float = 0.1
+    max_length: int = 128
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+
+    def model_config(self, tasks: Sequence[TaskSpec], input_names: Sequence[str], max_length: int) -> ModelConfig:
+        """The ModelConfig of these choices, with the encoder's input names and `max_length` within its limit."""
+        chosen = {f.name: getattr(self, f.name) for f in fields(ModelConfig) if hasattr(self, f.name)}
+        return ModelConfig(**{**chosen, "tasks": tuple(tasks), "input_names": tuple(input_names),
+                              "max_length": max_length})
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a run reads its training files: the fields of a row, the folder of tokenized data (None: the default,
+    `mtl.data.tokenized.default_cache`) and the processes that tokenize."""
+
+    text_field: str = "text"
+    label_field: str = "label"
+    cache: Path | None = None
+    num_proc: int = 1
 
 
 @dataclass

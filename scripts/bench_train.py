@@ -75,20 +75,24 @@ def run_setting(args: argparse.Namespace) -> dict:
     from transformers import TrainerCallback
 
     from mtl.bench.worker import peak_rss_bytes
-    from mtl.config import DEFAULT_BACKBONE, ModelConfig, TrainConfig
-    from mtl.data.dataset import MultitaskDataset, TaskExamples
+    from mtl.config import DEFAULT_BACKBONE, ModelOptions, TrainConfig
+    from mtl.data.dataset import MultitaskDataset
     from mtl.data.files import TaskFiles
+    from mtl.data.tokenized import TokenCache, Tokenization, default_cache
     from mtl.model import MultitaskModel, encoder_input_names, load_backbone, load_tokenizer
     from mtl.train.run import load_tasks
     from mtl.train.trainer import build_trainer
 
     backbone = args.backbone or DEFAULT_BACKBONE
-    tasks = load_tasks([TaskFiles.parse(spec) for spec in args.task])
+    cache = TokenCache(default_cache())
+    tasks = load_tasks([TaskFiles.parse(spec) for spec in args.task], cache)
     encoder, tokenizer = load_backbone(backbone), load_tokenizer(backbone)
-    model_config = ModelConfig(tasks=tuple(t.spec for t in tasks), backbone=backbone, max_length=args.max_length,
-                               input_names=encoder_input_names(encoder, tokenizer))
+    model_config = ModelOptions(backbone=backbone).model_config(
+        [t.spec for t in tasks], encoder_input_names(encoder, tokenizer), args.max_length)
     model = MultitaskModel(model_config, encoder)
-    train_set = MultitaskDataset([TaskExamples(t.spec.name, t.train) for t in tasks], tokenizer, model_config)
+    tokenization = Tokenization(tokenizer, model_config.max_length, model_config.input_names)
+    train_set = MultitaskDataset([cache.tokens(t.train, t.spec.labels, tokenization) for t in tasks],
+                                 list(range(len(tasks))))
 
     class Marks(TrainerCallback):
         """(time, real tokens, padded tokens, rows) when timing starts and at the last step."""

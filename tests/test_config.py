@@ -1,9 +1,10 @@
 import json
+from dataclasses import fields
 
 import pytest
 
 from mtl.artifacts.checkpoint import read_model_config, write_model_config
-from mtl.config import ModelConfig, TaskSpec, TrainConfig
+from mtl.config import ModelConfig, ModelOptions, TaskSpec, TrainConfig
 from mtl.errors import ConfigError
 
 
@@ -66,3 +67,15 @@ def test_train_config_rejects_unknown_precision_and_keeps_the_throughput_options
         TrainConfig(precision="fp8")
     config = TrainConfig(group_by_length=False, length_window=7, precision="bf16")
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_model_options_pass_every_shared_field_on_to_the_model_config():
+    options = ModelOptions(backbone="some/encoder", pooling="mean", dropout=0.3, max_length=512)
+    config = options.model_config([TaskSpec("t", ("a", "b"))], ["input_ids", "attention_mask"], max_length=256)
+    shared = {f.name for f in fields(ModelOptions)} & {f.name for f in fields(ModelConfig)}
+    assert shared == {"backbone", "pooling", "dropout", "max_length"}
+    assert (config.backbone, config.pooling, config.dropout) == ("some/encoder", "mean", 0.3)
+    assert config.max_length == 256  # the encoder's limit, as training clamps it
+    assert config.tasks == (TaskSpec("t", ("a", "b")),) and config.input_names == ("input_ids", "attention_mask")
+    with pytest.raises(ConfigError, match="unknown pooling"):
+        ModelOptions(pooling="max-ish").model_config([TaskSpec("t", ("a", "b"))], ["input_ids"], 8)

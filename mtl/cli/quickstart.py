@@ -14,7 +14,7 @@ from mtl.cli.bench import run_quick_bench
 from mtl.cli.export import run_export
 from mtl.cli.options import console, shown, user_errors
 from mtl.cli.train import run_training
-from mtl.config import DEFAULT_BACKBONE, TrainConfig
+from mtl.config import DataOptions, ModelOptions, TrainConfig
 from mtl.data.files import demo_task_files
 from mtl.errors import ConfigError
 from mtl.extras import require_extra
@@ -44,9 +44,9 @@ def quickstart(
         with claimed(output):
             with undo:
                 _claim(output)
-                console.rule(f"1/3 train: {len(task_files)} demo tasks on {DEFAULT_BACKBONE}")
-                run_training(task_files, config, DEFAULT_BACKBONE, "cls", 128, "text", "label", overwrite=True,
-                             resume=False)
+                model = ModelOptions()  # the default backbone, pooling and length
+                console.rule(f"1/3 train: {len(task_files)} demo tasks on {model.backbone}")
+                run_training(task_files, config, model, DataOptions(), overwrite=True, resume=False)
             if export:
                 from mtl.export.options import ExportOptions
 

@@ -23,7 +23,7 @@ from mtl.cli.options import (
     shown,
     user_errors,
 )
-from mtl.config import DEFAULT_BACKBONE, TrainConfig
+from mtl.config import DEFAULT_BACKBONE, DataOptions, ModelOptions, TrainConfig
 from mtl.data.files import TaskFiles
 from mtl.errors import ConfigError
 from mtl.extras import require_extra
@@ -138,8 +138,10 @@ def train(
         task_files = [TaskFiles.parse(spec) for spec in task]
         check_input_files(path for files in task_files for path in (files.train, files.validation) if path)
         require_extra("train", "train")
-        run_training(task_files, config, backbone, pooling.value, max_length, text_field, label_field,
-                      overwrite, resume, attn_implementation, trust_remote_code, data_cache, num_proc)
+        model = ModelOptions(backbone=backbone, pooling=pooling.value, max_length=max_length,
+                             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+        data = DataOptions(text_field=text_field, label_field=label_field, cache=data_cache, num_proc=num_proc)
+        run_training(task_files, config, model, data, overwrite, resume)
 
 
 def parse_task_weights(specs: list[str]) -> dict[str, float]:
@@ -160,19 +162,15 @@ def parse_task_weights(specs: list[str]) -> dict[str, float]:
     return weights
 
 
-def run_training(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-                  attn_implementation=None, trust_remote_code=False, data_cache=None, num_proc=1):
+def run_training(task_files: list[TaskFiles], config: TrainConfig, model: ModelOptions, data: DataOptions,
+                 overwrite: bool, resume: bool):
     setup_logging()
     from mtl.cli.progress import RichProgressCallback
     from mtl.cli.tables import metrics_table, print_tables
     from mtl.train.run import train
 
     callback = RichProgressCallback(console, tuple(t.name for t in task_files))
-    result = train(
-        task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-        attn_implementation, callbacks=[callback], trust_remote_code=trust_remote_code, data_cache=data_cache,
-        num_proc=num_proc,
-    )
+    result = train(task_files, config, model, data, overwrite, resume, callbacks=[callback])
     if not result.main_process:
         return result
     if result.metrics:

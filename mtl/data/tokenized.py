@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
 
 from mtl.artifacts.digests import file_digest
-from mtl.artifacts.fields import need, strings, whole
+from mtl.artifacts.fields import need, number, strings
 from mtl.artifacts.jsonfile import read_json, write_json
 from mtl.artifacts.publish import OWNER_FILE, new_staging
 from mtl.config import Range
@@ -217,10 +217,10 @@ class TokenCache:
         if entry is None:
             return None
         try:
-            count = whole(entry, "rows", _ROWS)
+            count = number(entry, "rows", _ROWS)
             first_lines = need(entry, "first_lines", dict)
             for label in first_lines:
-                whole(first_lines, label, _LINE, "first_lines.")
+                number(first_lines, label, _LINE, "first_lines.")
             if not (folder / "rows.arrow").is_file():
                 raise ValueError("rows.arrow is missing")
         except (KeyError, ValueError) as err:
@@ -233,7 +233,7 @@ class TokenCache:
         if entry is None:
             return None
         try:
-            if whole(entry, "rows", _ROWS) != count:
+            if number(entry, "rows", _ROWS) != count:
                 raise ValueError(f"{entry['rows']} rows where the data has {count}")
             return _load_shards(folder, list(strings(entry, "shards")), count)
         except (KeyError, ValueError, OSError) as err:

@@ -22,7 +22,7 @@ from mtl.artifacts.checkpoint import (
 from mtl.artifacts.encoder_config import position_limit
 from mtl.artifacts.jsonfile import read_json, write_json
 from mtl.artifacts.publish import OWNER_FILE, new_staging, publish, staging_owner
-from mtl.config import ModelConfig, TaskSpec, TrainConfig
+from mtl.config import DataOptions, ModelConfig, ModelOptions, TaskSpec, TrainConfig
 from mtl.data.files import TaskFiles, label_set
 from mtl.data.tokenized import RowsEntry, TokenCache, Tokenization, default_cache
 from mtl.errors import CheckpointError, ConfigError
@@ -112,41 +112,32 @@ def _main_process() -> bool:
 def train(
     task_files: list[TaskFiles],
     config: TrainConfig,
-    backbone: str,
-    pooling: str = "cls",
-    max_length: int = 128,
-    text_field: str = "text",
-    label_field: str = "label",
+    model_options: ModelOptions = ModelOptions(),
+    data: DataOptions = DataOptions(),
     overwrite: bool = False,
     resume: bool = False,
-    attn_implementation: str | None = None,
     callbacks: list = (),
-    trust_remote_code: bool = False,
-    data_cache: Path | None = None,
-    num_proc: int = 1,
 ) -> TrainResult:
-    """Train and publish. `trust_remote_code` lets the backbone folder run its own Python (never by default).
-    `data_cache`: the folder of tokenized data (`mtl.data.tokenized`; default `default_cache()`); `num_proc`:
-    processes that tokenize."""
+    """Train and publish."""
     output = settle_output(Path(config.output_dir))  # a path that cannot be the model's fails before any work
-    cache = TokenCache(data_cache or default_cache(), num_proc)
+    cache = TokenCache(data.cache or default_cache(), data.num_proc)
     try:
-        return _train(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-                      attn_implementation, callbacks, trust_remote_code, output, cache)
+        return _train(task_files, config, model_options, data, overwrite, resume, callbacks, output, cache)
     finally:
         cache.close()
 
 
-def _train(task_files, config, backbone, pooling, max_length, text_field, label_field, overwrite, resume,
-           attn_implementation, callbacks, trust_remote_code, output: Path, cache: TokenCache) -> TrainResult:
-    tasks = load_tasks(task_files, cache, text_field, label_field)
+def _train(task_files: list[TaskFiles], config: TrainConfig, model_options: ModelOptions, data: DataOptions,
+           overwrite: bool, resume: bool, callbacks: list, output: Path, cache: TokenCache) -> TrainResult:
+    backbone = model_options.backbone
+    tasks = load_tasks(task_files, cache, data.text_field, data.label_field)
     names = [t.spec.name for t in tasks]
     unknown = [name for name in config.freeze_heads if name not in names]
     if unknown:
         raise ConfigError(f"cannot freeze unknown head(s) {', '.join(unknown)}; valid: {', '.join(names)}")
     config.task_weight_list(names)  # unknown tasks, every weight 0: refused before anything is written
-    data = [path for files in task_files for path in (files.train, files.validation)]
-    check_output_dir(output, overwrite, resume, [*data, backbone if Path(backbone).exists() else None])
+    inputs = [path for files in task_files for path in (files.train, files.validation)]
+    check_output_dir(output, overwrite, resume, [*inputs, backbone if Path(backbone).exists() else None])
     start_from = resume_point(output) if resume else None
     # Heavy imports only once the inputs are known to be good.
     import transformers
@@ -159,16 +150,14 @@ def _train(task_files, config, backbone, pooling, max_length, text_field, label_
     from mtl.train.trainer import best_validation_metrics, build_trainer
 
     transformers.set_seed(config.seed)
-    encoder = load_backbone(backbone, attn_implementation, trust_remote_code)
-    tokenizer = load_tokenizer(backbone, trust_remote_code)
+    encoder = load_backbone(backbone, model_options.attn_implementation, model_options.trust_remote_code)
+    tokenizer = load_tokenizer(backbone, model_options.trust_remote_code)
     unfit = tokenizer_problems(tokenizer, encoder.get_input_embeddings().num_embeddings)
     if unfit:
         raise CheckpointError(f"backbone {backbone!r}: its tokenizer does not fit its encoder: {'; '.join(unfit)}")
-    model_config = ModelConfig(
-        tasks=tuple(t.spec for t in tasks), backbone=backbone, pooling=pooling,
-        max_length=_clamped_length(max_length, encoder.config.to_dict(), backbone),
-        input_names=encoder_input_names(encoder, tokenizer),
-    )
+    model_config = model_options.model_config(
+        [t.spec for t in tasks], encoder_input_names(encoder, tokenizer),
+        _clamped_length(model_options.max_length, encoder.config.to_dict(), backbone))
     if start_from is not None:
         check_resumable(start_from, model_config, config)
     model = MultitaskModel(model_config, encoder)
@@ -200,7 +189,7 @@ def _train(task_files, config, backbone, pooling, max_length, text_field, label_
             with saving(folder, partial_ok=True):
                 save_model(model, tokenizer, folder, config, metrics)
             write_data_record(folder, {t.spec.name: {"train": t.files.train, "validation": t.files.validation}
-                                       for t in tasks}, text_field, label_field)
+                                       for t in tasks}, data.text_field, data.label_field)
             publish(folder, output)
     except BaseException:
         if _main_process():

@@ -207,3 +207,30 @@ def test_unknown_class_weighting_is_refused_by_the_option(bad_inputs):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "'none', 'balanced'" in result.stderr
     assert not (folder / "out").exists()
+
+
+def test_a_second_run_over_the_same_files_reuses_the_tokenized_data(tiny_bert, small_task_files, tmp_path):
+    cache = tmp_path / "cache"
+    tasks = [arg for name, (train, valid) in small_task_files.items() for arg in ("--task", f"{name}={train},{valid}")]
+
+    def run(output):
+        result = invoke("train", *tasks, "--backbone", tiny_bert, "--output", tmp_path / output, "--max-steps", 2,
+                        "--batch-size", 4, "--grad-accumulation", 1, "--data-cache", cache, "--num-proc", 2)
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / output / "metrics.json").read_text())
+
+    first = run("first")
+    entries = {path: path.stat().st_mtime_ns for path in cache.glob("*/*/*")}
+    # Rows and tokens of 2 tasks x (training, validation) file, each with its entry record.
+    assert len([path for path in entries if path.name == "entry.json"]) == 8
+    assert run("second") == first  # the same rows, the same tokens, the same seed: the same model
+    assert {path: path.stat().st_mtime_ns for path in cache.glob("*/*/*")} == entries  # nothing read or made anew
+
+
+def test_a_data_cache_that_is_not_a_folder_is_one_line(bad_inputs):
+    folder, good, backbone = bad_inputs
+    (folder / "taken").write_text("")
+    result = invoke("train", "--task", f"topic={good}", "--backbone", backbone, "--output", folder / "model",
+                    "--data-cache", folder / "taken")
+    one_error_line(result, "cannot use it as the tokenized-data cache")
+    assert not (folder / "model").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from mtl.config import TrainConfig
+from mtl.config import ModelOptions, TrainConfig
 from mtl.data.files import TaskFiles
 from mtl.errors import ConfigError
 from mtl.loss import MultitaskLoss
@@ -219,7 +219,8 @@ class StopAfterFirstEpoch(TrainerCallback):
 def train_learned(files, backbone, output, callbacks=(), resume=False, **overrides):
     config = TrainConfig(output_dir=str(output), epochs=2, batch_size=8, grad_accumulation=2, logging_steps=1,
                          encoder_lr=5e-4, uncertainty_weighting=True, class_weights="balanced", **overrides)
-    return workflow.train(files, config, str(backbone), resume=resume, callbacks=list(callbacks))
+    return workflow.train(files, config, ModelOptions(backbone=str(backbone)), resume=resume,
+                          callbacks=list(callbacks))
 
 
 def test_a_run_with_learned_weights_resumes_reloads_and_exports(tiny_bert, small_task_files, tmp_path):
@@ -229,8 +230,8 @@ def test_a_run_with_learned_weights_resumes_reloads_and_exports(tiny_bert, small
     straight = train_learned(files, tiny_bert, tmp_path / "straight")
     train_learned(files, tiny_bert, tmp_path / "resumed", [StopAfterFirstEpoch()])
     with pytest.raises(ConfigError, match="continues a run trained with --uncertainty-weighting"):
-        workflow.train(files, TrainConfig(output_dir=str(tmp_path / "resumed"), epochs=2), str(tiny_bert),
-                       resume=True)
+        workflow.train(files, TrainConfig(output_dir=str(tmp_path / "resumed"), epochs=2),
+                       ModelOptions(backbone=str(tiny_bert)), resume=True)
     resumed = train_learned(files, tiny_bert, tmp_path / "resumed", resume=True)
     assert resumed.metrics == straight.metrics
 

@@ -5,7 +5,7 @@ import torch
 from transformers import TrainerCallback
 
 from mtl.artifacts.checkpoint import read_model_config
-from mtl.config import TrainConfig
+from mtl.config import ModelOptions, TrainConfig
 from mtl.data.files import TaskFiles
 from mtl.errors import ConfigError
 from mtl.model import MultitaskModel
@@ -25,7 +25,8 @@ def task_files(small_task_files):
 def train(files, backbone, output, callbacks=(), resume=False, overwrite=False):
     config = TrainConfig(output_dir=str(output), epochs=2, batch_size=8, grad_accumulation=2, logging_steps=1,
                          encoder_lr=5e-4)
-    return workflow.train(files, config, str(backbone), overwrite=overwrite, resume=resume, callbacks=list(callbacks))
+    return workflow.train(files, config, ModelOptions(backbone=str(backbone)), overwrite=overwrite, resume=resume,
+                          callbacks=list(callbacks))
 
 
 def weights(folder):
@@ -75,7 +76,7 @@ def test_everything_frozen_is_refused(tiny_bert, small_task_files, tmp_path):
     config = TrainConfig(output_dir=str(tmp_path / "out"), max_steps=1, freeze_backbone=True,
                          freeze_heads=("topic", "sentiment"))
     with pytest.raises(ConfigError, match="every parameter is frozen"):
-        workflow.train(task_files(small_task_files), config, str(tiny_bert))
+        workflow.train(task_files(small_task_files), config, ModelOptions(backbone=str(tiny_bert)))
 
 
 def test_every_architecture_trains_with_max_length_clamped_to_its_positions(backbone_dir, arch, small_task_files,
@@ -84,7 +85,8 @@ def test_every_architecture_trains_with_max_length_clamped_to_its_positions(back
     with pad id 1 hold 130), the checkpoint records the inputs the encoder takes, and training moves weights."""
     config = TrainConfig(output_dir=str(tmp_path / "model"), max_steps=2, batch_size=4, grad_accumulation=1,
                          logging_steps=1, warmup_steps=0, encoder_lr=1e-3)
-    result = workflow.train(task_files(small_task_files), config, str(backbone_dir), max_length=4096)
+    result = workflow.train(task_files(small_task_files), config,
+                            ModelOptions(backbone=str(backbone_dir), max_length=4096))
     saved = read_model_config(result.output)
     assert saved.max_length == POSITIONS
     assert saved.input_names == CHECKPOINT_INPUTS[arch]
