@@ -1,6 +1,6 @@
 """Whole-process throughput of `mtl-onnx predict` (one process) against `--engine ray` on the same real texts:
 
-    python -m scripts.bench_ray --export runs/quickstart/onnx                  # 20,000 texts of ../shared/data
+    python -m scripts.bench_ray --export runs/quickstart/onnx                  # 20,000 texts of data/
     python -m scripts.bench_ray --export onnx --config 2x1 --config 1x2 --repeats 3 --json ray-bench.json
     python -m scripts.bench_ray --export onnx --address HEAD:6379 --config 8x2   # an existing cluster
 
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # the full splits, brought by the user (docs/training.md)
 SOURCES = ("ag_news/train.jsonl", "tweet_eval_sentiment/train.jsonl")
 
 
@@ -41,8 +41,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     try:
         export = _export(args)
-        corpus = _corpus(work / "corpus.jsonl", args.texts)
-        small = _corpus(work / "small.jsonl", args.small)
+        corpus = _corpus(args.data, work / "corpus.jsonl", args.texts)
+        small = _corpus(args.data, work / "small.jsonl", args.small)
         results = run_all(export, corpus, small, work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -55,6 +55,7 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--export", type=Path, help="An export folder (default: --build-minilm).")
     parser.add_argument("--build-minilm", action="store_true", help="Build the factory's MiniLM export (torch).")
+    parser.add_argument("--data", type=Path, default=DATA, help="Folder with ag_news/ and tweet_eval_sentiment/.")
     parser.add_argument("--texts", type=int, default=20_000, help="Texts, half from each dataset.")
     parser.add_argument("--small", type=int, default=200, help="Texts of the fixed-cost run.")
     parser.add_argument("--config", action="append", help="ACTORSxTHREADS (repeatable; default: 2x1 1x2 1x1).")
@@ -78,11 +79,11 @@ def _export(args) -> Path:
     return kept
 
 
-def _corpus(path: Path, count: int) -> Path:
+def _corpus(data: Path, path: Path, count: int) -> Path:
     """`count` real texts, half AG News, half TweetEval (the first of each train file), one JSON object a line."""
     texts: list[str] = []
     for source in SOURCES:
-        with open(DATA / source, encoding="utf-8") as handle:
+        with open(data / source, encoding="utf-8") as handle:
             for line, _ in zip(handle, range(count // 2 + count % 2 * (source == SOURCES[0]))):
                 texts.append(json.loads(line)["text"])
     path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")

@@ -1,7 +1,7 @@
 """Training throughput: examples/s, real tokens/s, the share of real (not padding) tokens and peak memory, for a
 fixed number of optimizer steps of the real trainer, in each setting:
 
-    python -m scripts.bench_train                       # ../shared/data, the README's full-run recipe
+    python -m scripts.bench_train                       # data/, the full-run recipe of docs/training.md
     python -m scripts.bench_train --steps 100 --setting grouped --setting grouped-bf16 --json train-bench.json
 
 Settings: `random` is training as it was before length grouping (mixed batches padded to their longest row),
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_TASKS = [f"topic={SHARED / 'ag_news' / 'train.jsonl'}",
-                 f"sentiment={SHARED / 'tweet_eval_sentiment' / 'train.jsonl'}"]
+DATA = Path(__file__).resolve().parents[1] / "data"  # the full splits, brought by the user (docs/training.md)
+DEFAULT_TASKS = [f"topic={DATA / 'ag_news' / 'train.jsonl'}",
+                 f"sentiment={DATA / 'tweet_eval_sentiment' / 'train.jsonl'}"]
 SETTINGS = {
     "random": {"group_by_length": False, "precision": "fp32"},
     "grouped": {"group_by_length": True, "precision": "fp32"},
@@ -34,7 +34,7 @@ SETTINGS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", action="append", help="NAME=TRAIN_FILE; repeat (default: ../shared/data)")
+    parser.add_argument("--task", action="append", help="NAME=TRAIN_FILE; repeat (default: data/)")
     parser.add_argument("--setting", action="append", choices=sorted(SETTINGS),
                         help="repeat; default: random, grouped, grouped-bf16")
     parser.add_argument("--backbone", default=None, help="default: the default backbone (MiniLM)")

@@ -1,6 +1,7 @@
-"""Rebuild mtl/demo_data from ../shared/data: a seeded random sample of each split.
+"""Rebuild mtl/demo_data from the full splits (a folder with ag_news/ and tweet_eval_sentiment/, e.g. data/): a
+seeded random sample of each split.
 
-    python scripts/make_demo_data.py ../shared/data
+    python scripts/make_demo_data.py data
 """
 
 import random

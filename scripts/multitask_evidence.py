@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # the full splits, brought by the user (docs/training.md)
 TASK_FOLDERS = {"topic": "ag_news", "sentiment": "tweet_eval_sentiment"}  # each with train.jsonl, validation.jsonl
 BATCH_SIZE, SEED = 16, 42  # the sampler's draw depends on both (see `drawn_examples`)
 RECIPE = ["--batch-size", str(BATCH_SIZE), "--grad-accumulation", "2", "--encoder-lr", "5e-5",
@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     argv = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("runs/evidence"), help="one model folder per run here")
-    parser.add_argument("--data", type=Path, default=SHARED, help="folder with ag_news/ and tweet_eval_sentiment/")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with ag_news/ and tweet_eval_sentiment/")
     parser.add_argument("--epochs", type=int, default=1, help="passes over each task's training data")
     parser.add_argument("--inference-texts", type=int, default=1000, help="validation texts timed per task")
     parser.add_argument("--json", type=Path, help="also write the results here (default: OUTPUT/evidence.json)")
