@@ -35,7 +35,8 @@ MODEL, OPTIMISATION, FREEZING, SAMPLING, LOSS, DATA, OUTPUT = (
 
 def train(
     task: Annotated[list[str], typer.Option(
-        "--task", "-t", help="NAME=TRAIN_FILE[,VALIDATION_FILE]; repeat for each task.", rich_help_panel=DATA)],
+        "--task", "-t", metavar="NAME=TRAIN[,VALIDATION]", help="A task's name and its training (and validation) "
+        "file; repeat for each task.", rich_help_panel=DATA)],
     text_field: in_panel(TextField, DATA) = "text",
     label_field: in_panel(LabelField, DATA) = "label",
     backbone: Annotated[str, typer.Option(

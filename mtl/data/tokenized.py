@@ -176,19 +176,19 @@ class TokenCache:
 
     def _write_rows(self, source: Path, text_field: str, label_field: str, known: tuple[str, ...] | None,
                     staging: Path, description: str) -> tuple[dict[str, int], int]:
-        check = LabelCheck(source, known)
         features = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("string")})
+        first_lines: dict[str, int] = {}
         count = 0
         with ArrowWriter(features=features, path=str(staging / "rows.arrow")) as writer, \
                 _progress(f"Reading {description or source}", "rows") as progress:
-            for batch in _batches(checked_examples(source, text_field, label_field)):
+            for batch in _batches(checked_examples(source, text_field, label_field, labels=known)):
                 for example in batch:
-                    check.add(example)
+                    first_lines.setdefault(example.label, example.line)
                 writer.write_batch({"text": [e.text for e in batch], "label": [e.label for e in batch]})
                 count += len(batch)
                 progress.update(len(batch))
             writer.finalize()
-        return {label: example.line for label, example in check.distinct.items()}, count
+        return first_lines, count
 
     def _write_tokens(self, rows: RowsEntry, labels: tuple[str, ...], tokenization: Tokenization, staging: Path,
                       description: str) -> list[str]:
