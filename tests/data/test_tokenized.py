@@ -80,10 +80,14 @@ def test_changed_content_fields_tokenizer_or_length_build_new_entries(tmp_path, 
     entry, other = build(cache, path, other_tokenizer, names=("input_ids", "attention_mask"))
     assert other["input_ids"] == other_tokenizer([r["text"] for r in rows], truncation=True, max_length=32)["input_ids"]
     assert len(entries(cache, "rows")) == 1 and len(entries(cache, "tokens")) == 3
+    both = write_jsonl(tmp_path / "both.jsonl", [{**r, "title": r["text"][:20]} for r in rows])
+    by_title = cache.rows(both, "title", "label")  # the same bytes read by another field: other rows
+    assert by_title.key != cache.rows(both, "text", "label").key and by_title.rows == len(rows)
+    assert len(entries(cache, "rows")) == 3
     write_jsonl(path, rows[:10])  # same name, other bytes: never the old rows
     entry, fewer = build(cache, path, tokenizer)
     assert entry.rows == 10 and len(fewer) == 10
-    assert len(entries(cache, "rows")) == 2
+    assert len(entries(cache, "rows")) == 4
 
 
 def test_a_bad_row_is_named_by_file_and_line_and_nothing_is_cached(tmp_path, tokenizer, rows):
@@ -94,6 +98,24 @@ def test_a_bad_row_is_named_by_file_and_line_and_nothing_is_cached(tmp_path, tok
     with pytest.raises(DataError, match=rf"^{path}:6: field 'text': empty text$"):
         cache.rows(path, "text", "label")
     assert entries(cache, "rows") == []  # no entry, no staging folder
+
+
+def test_a_file_that_changes_while_it_is_read_is_refused_and_not_cached(tmp_path, rows, monkeypatch):
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    reader = tokenized.checked_examples
+
+    def appended_while_reading(*args, **kwargs):
+        for index, example in enumerate(reader(*args, **kwargs)):
+            if index == 1:
+                with path.open("a") as handle:
+                    handle.write('{"text": "late", "label": "x"}\n')
+            yield example
+
+    monkeypatch.setattr(tokenized, "checked_examples", appended_while_reading)
+    cache = TokenCache(tmp_path / "cache")
+    with pytest.raises(DataError, match=rf"^{path}: it changed while it was being read"):
+        cache.rows(path, "text", "label")
+    assert entries(cache, "rows") == []
 
 
 def test_a_cached_validation_file_is_checked_against_the_training_labels_as_reading_would(tmp_path, rows):
