@@ -150,7 +150,7 @@ def test_console_script_runs_as_a_subprocess(trained):
     ok = subprocess.run(script + ["predict", str(trained / "model"), "a", "b"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert len(ok.stdout.splitlines()) == 2
-    bad = subprocess.run(script + ["evaluate", str(trained / "model"), "--task", "nope=x.jsonl"],
+    bad = subprocess.run(script + ["evaluate", str(trained / "model"), "--task", f"nope={trained / 'topic.jsonl'}"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "unknown task 'nope'" in bad.stderr
