@@ -326,7 +326,7 @@ def test_optimum_loads_the_export_folder(minilm_export):
     texts = ["Stocks rallied after the central bank cut rates.", "What a match!"]
     model = optimum_ort.ORTModelForCustomTasks.from_pretrained(folder)  # picks model.onnx; needs config.json
     encoded = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="np")
-    outputs = model(**{k: encoded[k] for k in load_manifest(folder).input_names})
+    outputs = model(**{k: encoded[k] for k in load_manifest(folder).model.input_names})
     ours = Predictor.load(folder, precision="fp32", threads=1).logits(texts)
     for task in ("topic", "sentiment"):
         np.testing.assert_allclose(outputs[logits_name(task)], ours[task], atol=1e-4, rtol=1e-4)
