@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from mtl.config import ModelConfig
-from mtl.data.files import check_labels, read_examples
+from mtl.data.files import read_examples
 
 METRIC_NAMES = ("accuracy", "macro_f1", "macro_recall")
 
@@ -75,8 +75,7 @@ def evaluate_files(predictor: LogitsPredictor, task_files: dict[str, Path], text
     results = {}
     for task, path in task_files.items():
         spec = predictor.config.task(task)
-        examples = read_examples(path, text_field, label_field)
-        check_labels(path, examples, spec.labels)
+        examples = read_examples(path, text_field, label_field, labels=spec.labels)
         logits = predictor.logits([e.text for e in examples], [task], batch_size)[task]
         truth = [spec.labels.index(e.label) for e in examples]
         results[task] = classification_metrics(truth, logits.argmax(axis=-1))

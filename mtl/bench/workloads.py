@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from mtl.config import ModelConfig
-from mtl.data.files import DEMO_TASKS, check_labels, demo_task_files, parse_named_files, read_examples
+from mtl.data.files import DEMO_TASKS, demo_task_files, parse_named_files, read_examples
 from mtl.errors import ConfigError, DataError
 
 # Sized for a 2-core CPU: the largest cell (32 x 256 tokens) takes about a second per call there.
@@ -113,8 +113,7 @@ def load_validation(files: dict[str, Path], config: ModelConfig, limit: int | No
     data = {}
     for task, path in files.items():
         labels = config.task(task).labels
-        examples = read_examples(Path(path), text_field, label_field, limit=limit)
-        check_labels(Path(path), examples, labels)
+        examples = read_examples(Path(path), text_field, label_field, limit=limit, labels=labels)
         if not examples:
             raise DataError(f"{path}: no examples")
         data[task] = {"texts": [e.text for e in examples], "labels": [labels.index(e.label) for e in examples],

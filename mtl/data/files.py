@@ -160,9 +160,9 @@ def _rows(source: Source, fmt: str | None, text_field: str, label_field: str | N
 
 
 def read_examples(path: Path, text_field: str = "text", label_field: str | None = "label",
-                  limit: int | None = None) -> list[Example]:
+                  limit: int | None = None, labels: tuple[str, ...] | None = None) -> list[Example]:
     """Every row (the first `limit`) of a JSON Lines or CSV/TSV source as a list: `checked_examples`."""
-    return list(checked_examples(path, text_field, label_field, limit=limit))
+    return list(checked_examples(path, text_field, label_field, labels, limit))
 
 
 def checked_examples(path: Path, text_field: str = "text", label_field: str | None = "label",
@@ -352,13 +352,6 @@ def label_set(labels: Iterable[str]) -> tuple[str, ...]:
             log.warning("labels %s differ only by case, width or whitespace; they are kept as different classes",
                         ", ".join(repr(label) for label in similar))
     return labels
-
-
-def check_labels(path: Path, examples: list[Example], labels: tuple[str, ...]) -> None:
-    """Every example's label must be one the model knows (a look-alike of one is named as such)."""
-    check = LabelCheck(path, labels)
-    for example in examples:
-        check.add(example)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from mtl.artifacts.checkpoint import recorded_validation_files
 from mtl.artifacts.manifest import Manifest
 from mtl.artifacts.validation import Int8Limits
 from mtl.config import ModelConfig
-from mtl.data.files import Example, check_labels, read_examples
+from mtl.data.files import Example, read_examples
 from mtl.errors import UserError
 from mtl.evaluate import METRIC_NAMES, classification_metrics
 
@@ -48,8 +48,7 @@ def load_validation_data(files: dict[str, Path], config: ModelConfig, text_field
     data = {}
     for task, path in files.items():
         spec = config.task(task)
-        examples = read_examples(Path(path), text_field, label_field)
-        check_labels(Path(path), examples, spec.labels)
+        examples = read_examples(Path(path), text_field, label_field, labels=spec.labels)
         data[task] = examples
     return data
 

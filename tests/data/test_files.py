@@ -1,6 +1,6 @@
 import pytest
 
-from mtl.data.files import TaskFiles, check_labels, demo_task_files, label_set, read_examples
+from mtl.data.files import TaskFiles, demo_task_files, label_set, read_examples
 from mtl.errors import ConfigError, DataError
 
 
@@ -54,7 +54,7 @@ def test_label_set_is_sorted_and_unknown_validation_labels_are_refused(tmp_path)
     assert label_set(e.label for e in train) == ("a", "b")
     valid_path = write(tmp_path / "v.jsonl", '{"text": "a", "label": "a"}\n{"text": "z", "label": "zz"}\n')
     with pytest.raises(DataError, match=r"v.jsonl:2: label 'zz' is not one of the training labels \(a, b\)"):
-        check_labels(valid_path, read_examples(valid_path), ("a", "b"))
+        read_examples(valid_path, labels=("a", "b"))
 
 
 def test_task_spec_parsing():
@@ -70,7 +70,7 @@ def test_bundled_demo_data_is_complete():
     assert [f.name for f in files] == ["topic", "sentiment"]
     expected = {"topic": ("Business", "Sci/Tech", "Sports", "World"), "sentiment": ("negative", "neutral", "positive")}
     for f in files:
-        train, valid = read_examples(f.train), read_examples(f.validation)
-        assert len(train) == 2000 and len(valid) == 500
+        train = read_examples(f.train)
         assert label_set(e.label for e in train) == expected[f.name]
-        check_labels(f.validation, valid, label_set(e.label for e in train))
+        valid = read_examples(f.validation, labels=label_set(e.label for e in train))
+        assert len(train) == 2000 and len(valid) == 500

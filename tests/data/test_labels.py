@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtl.config import ModelConfig, TaskSpec
-from mtl.data.files import check_labels, label_set, read_examples
+from mtl.data.files import label_set, read_examples
 from mtl.errors import ConfigError, DataError
 from mtl.text import look_alike_pairs, printable
 
@@ -48,9 +48,9 @@ def test_look_alike_labels_in_a_file_are_refused_naming_lines_and_both_labels(tm
 
 @pytest.mark.parametrize("labels, shown", LOOK_ALIKES[:2], ids=["nfc-nfd", "zero-width-space"])
 def test_a_validation_label_that_looks_like_a_training_label_is_named_as_such(tmp_path, labels, shown):
-    validation = read_examples(write_rows(tmp_path / "valid.jsonl", ["other", labels[1]]))
+    validation = write_rows(tmp_path / "valid.jsonl", ["other", labels[1]])
     with pytest.raises(DataError, match="look the same but are different strings") as caught:
-        check_labels(tmp_path / "valid.jsonl", validation, (labels[0], "other"))
+        read_examples(validation, labels=(labels[0], "other"))
     assert str(caught.value).startswith(f"{tmp_path / 'valid.jsonl'}:2: ") and shown[1] in str(caught.value)
 
 
