@@ -95,15 +95,14 @@ def write_library_versions(folder: Path) -> None:
 
 
 def write_data_record(folder: Path, files: dict[str, dict[str, Path | None]], text_field: str,
-                      label_field: str) -> None:
+                      label_field: str, digests: dict[Path, FileDigest]) -> None:
     """{task: {"train": path, "validation": path or None}} as absolute paths, with the fields they were read by
-    and each file's size and sha256 ({"fingerprints": {path: {"size", "sha256"}}}): export uses a recorded file
-    only while it still holds what the model was trained on. A file that is not a regular one (a FIFO, stdin)
-    gets no fingerprint: it cannot be read again."""
+    and each file's size and sha256 as it was read for training (`digests`; {"fingerprints": {path: {"size",
+    "sha256"}}}): export uses a recorded file only while it still holds what the model was trained on. A file
+    that is not a regular one (a FIFO, stdin) has no digest: it cannot be read again."""
     tasks = {task: {kind: str(Path(path).resolve()) if path else None for kind, path in paths.items()}
              for task, paths in files.items()}
-    paths = sorted({path for kinds in tasks.values() for path in kinds.values() if path})
-    fingerprints = {path: digest.to_dict() for path in paths if (digest := _regular_file_digest(Path(path)))}
+    fingerprints = {str(Path(path).resolve()): digest.to_dict() for path, digest in sorted(digests.items())}
     write_json(Path(folder) / DATA_FILE, {"tasks": tasks, "text_field": text_field, "label_field": label_field,
                                           "fingerprints": fingerprints})
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mtl.data.tokenized import row_lengths
 from mtl.errors import ConfigError
 
 
@@ -21,8 +22,6 @@ class MultitaskDataset(Dataset):
     """
 
     def __init__(self, parts: list, task_ids: list[int]):
-        from mtl.data.tokenized import row_lengths
-
         if len(parts) != len(task_ids):
             raise ValueError(f"{len(parts)} parts for {len(task_ids)} task ids")
         self.parts, self.task_ids = parts, list(task_ids)

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
 
-from mtl.artifacts.digests import file_digest
+from mtl.artifacts.digests import FileDigest, file_digest
 from mtl.artifacts.fields import need, number, strings
 from mtl.artifacts.jsonfile import read_json, write_json
 from mtl.artifacts.publish import OWNER_FILE, new_staging
@@ -77,6 +77,7 @@ class RowsEntry:
     rows: int
     first_lines: dict[str, int]
     key: str | None  # None: a stream's rows, the run's own
+    digest: FileDigest | None  # the file's size and sha256 as read; None for a stream
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,12 @@ class TokenCache:
         """The checked rows of `source`, from the cache or read now. `known`: the training labels a validation
         file's labels must be among (checked on a cached entry too, naming the line as reading would)."""
         before = _regular_stat(source)
-        key = None
+        key = digest = None
         if before is not None:
-            key = _hash({"format": CACHE_FORMAT, "data": file_digest(source).to_dict(), "suffix": source.suffix,
+            digest = file_digest(source)
+            key = _hash({"format": CACHE_FORMAT, "data": digest.to_dict(), "suffix": source.suffix,
                          "text_field": text_field, "label_field": label_field})
-            entry = self._cached_rows(key, source)
+            entry = self._cached_rows(key, source, digest)
             if entry is not None:
                 _check_known(entry, known)
                 return entry
@@ -154,7 +156,7 @@ class TokenCache:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return RowsEntry(folder, source, count, first_lines, key)
+        return RowsEntry(folder, source, count, first_lines, key, digest)
 
     def tokens(self, rows: RowsEntry, labels: tuple[str, ...], tokenization: Tokenization,
                description: str = "") -> datasets.Dataset:
@@ -216,7 +218,7 @@ class TokenCache:
         del texts, tokens  # unmapped before their folder is renamed
         return shards
 
-    def _cached_rows(self, key: str, source: Path) -> RowsEntry | None:
+    def _cached_rows(self, key: str, source: Path, digest: FileDigest) -> RowsEntry | None:
         folder = self.folder / "rows" / key
         entry = self._entry(folder)
         if entry is None:
@@ -230,7 +232,7 @@ class TokenCache:
                 raise ValueError("rows.arrow is missing")
         except (KeyError, ValueError) as err:
             return self._discard(folder, err)
-        return RowsEntry(folder, source, count, first_lines, key)
+        return RowsEntry(folder, source, count, first_lines, key, digest)
 
     def _cached_tokens(self, key: str, count: int) -> datasets.Dataset | None:
         folder = self.folder / "tokens" / key

@@ -188,8 +188,10 @@ def _train(task_files: list[TaskFiles], config: TrainConfig, model_options: Mode
         if trainer.is_world_process_zero():
             with saving(folder, partial_ok=True):
                 save_model(model, tokenizer, folder, config, metrics)
+            read = [entry for t in tasks for entry in (t.train, t.validation) if entry and entry.digest]
             write_data_record(folder, {t.spec.name: {"train": t.files.train, "validation": t.files.validation}
-                                       for t in tasks}, data.text_field, data.label_field)
+                                       for t in tasks}, data.text_field, data.label_field,
+                              {entry.source: entry.digest for entry in read})
             publish(folder, output)
     except BaseException:
         if _main_process():
