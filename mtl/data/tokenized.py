@@ -273,14 +273,17 @@ class TokenCache:
     def _publish(self, staging: Path, kind: str, key: str | None) -> Path:
         if key is None:
             return staging  # a stream's: the run's own, removed by close()
-        (staging / OWNER_FILE).unlink(missing_ok=True)
         target = self.folder / kind / key
         try:
+            # The owner file goes only once the entry is in place: without it, another run starting now (a second
+            # torchrun process) would take this staging folder for a killed run's and remove it mid-rename.
             os.rename(staging, target)
         except OSError:
             if not target.is_dir():
                 raise
             shutil.rmtree(staging, ignore_errors=True)  # another run built the same entry first: the same bytes
+            return target
+        (target / OWNER_FILE).unlink(missing_ok=True)
         return target
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mtl.artifacts.publish import remove_stale_staging
 from mtl.data import tokenized
 from mtl.data.dataset import MultitaskDataset
 from mtl.data.tokenized import TokenCache, Tokenization
@@ -98,6 +100,24 @@ def test_a_bad_row_is_named_by_file_and_line_and_nothing_is_cached(tmp_path, tok
     with pytest.raises(DataError, match=rf"^{path}:6: field 'text': empty text$"):
         cache.rows(path, "text", "label")
     assert entries(cache, "rows") == []  # no entry, no staging folder
+
+
+def test_an_entry_being_published_is_not_taken_for_a_killed_runs(tmp_path, tokenizer, rows, monkeypatch):
+    """A second run (torchrun's other process) clears stale staging folders as it starts; one that starts just as
+    this run renames its entry into place must find a live owner, not remove the folder."""
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    cache = TokenCache(tmp_path / "cache")
+    rename = os.rename
+
+    def another_run_starts_first(source, target):
+        if Path(target).parent.parent == cache.folder:  # an entry's rename (not one inside datasets)
+            remove_stale_staging(Path(target), Path(target).parent)
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", another_run_starts_first)
+    entry, tokens = build(cache, path, tokenizer)
+    assert entry.rows == len(tokens) == len(rows)
+    assert sorted(p.name for p in (cache.folder / "rows" / entry.key).iterdir()) == ["entry.json", "rows.arrow"]
 
 
 def test_a_file_that_changes_while_it_is_read_is_refused_and_not_cached(tmp_path, rows, monkeypatch):
